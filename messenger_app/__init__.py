@@ -1,0 +1,23 @@
+"""The messenger service: a REST API for SMS messages."""
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import auth, messages
+from .config import Config
+from .extensions import api, db
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    app.config.update(config or {})
+    app.json.sort_keys = False  # the contract fixes the order of a message's keys
+
+    db.init_app(app)
+    app.url_map.converters["objectid"] = messages.ObjectIdConverter
+    api.init_app(app)
+    api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
+    api.register_blueprint(messages.blp)
+    app.register_blueprint(auth.cli)
+    return app

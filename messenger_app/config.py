@@ -1,0 +1,17 @@
+"""Configuration, read once from environment variables (see README, "Configuration")."""
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'instance' / 'messenger.db'}"
+
+
+class Config:
+    DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+
+    # flask-smorest / OpenAPI
+    API_TITLE = "Messenger SMS API"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"

@@ -1,0 +1,238 @@
+"""Relational storage of messages: one row per message, ordered child rows for its lists."""
+import hashlib
+import os
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean, CheckConstraint, DateTime, ForeignKey, Integer, MetaData, String, Text,
+    TypeDecorator, false,
+)
+from sqlalchemy.ext.associationproxy import AssociationProxy, association_proxy
+from sqlalchemy.ext.orderinglist import ordering_list
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable, predictable names for every constraint and index, so migrations can name them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+KEY_VALUE_CHANNELS = ("read_map", "email", "sms", "api", "beep")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    """Now, at the millisecond precision the API shows (and MongoDB stored)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class _ObjectIdSource:
+    """MongoDB ObjectId layout: 4-byte seconds, 5 random bytes per process, 3-byte counter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._process_part = os.urandom(5).hex()
+        self._counter = secrets.randbelow(0xFFFFFF)
+
+    def __call__(self) -> str:
+        with self._lock:
+            self._counter = (self._counter + 1) & 0xFFFFFF
+            counter = self._counter
+        return f"{int(time.time()) & 0xFFFFFFFF:08x}{self._process_part}{counter:06x}"
+
+
+new_object_id = _ObjectIdSource()
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_object_id)
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    communication_id: Mapped[str | None] = mapped_column(Text)
+    msg_type: Mapped[int | None] = mapped_column(Integer)
+    type: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    received_config_id: Mapped[str | None] = mapped_column(Text)
+    module_id: Mapped[int | None] = mapped_column(Integer)
+    ref_id: Mapped[str | None] = mapped_column(Text)
+    ref_display_id: Mapped[str | None] = mapped_column(Text)
+    is_system_gen: Mapped[bool] = mapped_column(default=False, server_default=false())
+    imap_config_id: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    organization: Mapped[str | None] = mapped_column(Text)
+    creation_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_update_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    is_deleted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    is_assignee_read: Mapped[bool] = mapped_column(default=False, server_default=false())
+    customer_id: Mapped[str | None] = mapped_column(Text)
+    customer_entity_id: Mapped[str | None] = mapped_column(Text)
+    is_description: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    attachments: Mapped[list["Attachment"]] = relationship(
+        order_by="Attachment.ordinal",
+        collection_class=ordering_list("ordinal"),
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    key_values: Mapped[list["KeyValue"]] = relationship(
+        order_by="(KeyValue.channel, KeyValue.ordinal)",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    attachment_ids: AssociationProxy[list[str]] = association_proxy(
+        "attachments", "attachment_id", creator=lambda value: Attachment(attachment_id=value)
+    )
+
+    __table_args__ = (CheckConstraint("length(id) = 24", name="id_length"),)
+
+    def update(self, fields: dict) -> None:
+        """Set the given API fields; lists and key/value objects are replaced whole."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def _channel(self, channel: str) -> list["KeyValue"]:
+        return [kv for kv in self.key_values if kv.channel == channel]
+
+    def _replace_channel(self, channel: str, items: list[dict]) -> None:
+        kept = [kv for kv in self.key_values if kv.channel != channel]
+        new = [KeyValue(channel=channel, ordinal=i, **item) for i, item in enumerate(items)]
+        self.key_values = kept + new
+
+
+def _read_map_property() -> property:
+    def get(message: Message) -> list["KeyValue"]:
+        return message._channel("read_map")
+
+    def set_(message: Message, items: list[dict]) -> None:
+        message._replace_channel("read_map", items)
+
+    return property(get, set_)
+
+
+def _single_key_value_property(channel: str) -> property:
+    """A `<channel>_data` field: one key/value object or None."""
+
+    def get(message: Message) -> "KeyValue | None":
+        found = message._channel(channel)
+        return found[0] if found else None
+
+    def set_(message: Message, item: dict | None) -> None:
+        message._replace_channel(channel, [] if item is None else [item])
+
+    return property(get, set_)
+
+
+Message.message_read_map = _read_map_property()
+Message.email_data = _single_key_value_property("email")
+Message.sms_data = _single_key_value_property("sms")
+Message.api_data = _single_key_value_property("api")
+Message.beep_data = _single_key_value_property("beep")
+
+
+class Attachment(Base):
+    """One attachment id of a message; `ordinal` keeps the list's order."""
+
+    __tablename__ = "message_attachments"
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    ordinal: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    attachment_id: Mapped[str] = mapped_column(Text)
+
+
+class KeyValue(Base):
+    """One key/value object of a message: its `message_read_map` entries, in order, and its
+    email/sms/api/beep data (at most one each), told apart by `channel`."""
+
+    __tablename__ = "message_key_values"
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    keys_text: Mapped[str | None] = mapped_column(Text)
+    values_text: Mapped[str | None] = mapped_column(Text)
+    queryparam: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    __table_args__ = (
+        CheckConstraint(
+            "channel IN (%s)" % ", ".join(f"'{c}'" for c in KEY_VALUE_CHANNELS), name="channel"
+        ),
+        CheckConstraint("channel = 'read_map' OR ordinal = 0", name="one_object_per_data_channel"),
+    )
+
+
+class ApiKey(Base):
+    """An API key, kept only as the SHA-256 digest of the secret shown once at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    organization: Mapped[str | None] = mapped_column(Text)
+    all_organizations: Mapped[bool] = mapped_column(default=False)
+    key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(
+            "(organization IS NULL) = all_organizations", name="organization_or_all"
+        ),
+    )
+
+    @staticmethod
+    def digest(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def generate(cls, organization: str | None, name: str = "") -> tuple["ApiKey", str]:
+        """A new key and its secret; the secret is not stored and can't be recovered."""
+        secret = "msk_" + secrets.token_urlsafe(32)
+        key = cls(
+            name=name,
+            organization=organization,
+            all_organizations=organization is None,
+            key_digest=cls.digest(secret),
+            key_prefix=secret[:12],
+        )
+        return key, secret
+
+    def may_access(self, organization: str | None) -> bool:
+        return self.all_organizations or organization == self.organization

@@ -1,0 +1,172 @@
+"""The message resource's marshmallow schemas: the contract's 27 keys, in order."""
+from datetime import datetime, timezone
+
+from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
+
+INT32 = validate.Range(min=-(2**31), max=2**31 - 1)
+
+
+class Text(fields.String):
+    """A string that both databases can store: no NUL character, no lone surrogate."""
+
+    default_error_messages = {"unstorable": "Not a storable string (NUL or invalid UTF-8)."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("unstorable")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("unstorable") from None
+        return text
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only (marshmallow would also take "yes", 1, ...)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class UTCDateTime(fields.DateTime):
+    """Read any ISO 8601 date-time (no offset means UTC); write `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid", input=value, obj_type="datetime")
+        try:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            raise self.make_error("invalid", input=value, obj_type="datetime") from None
+        # Stored at the precision the API shows, as MongoDB did.
+        return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+def nullable_text():
+    return Text(allow_none=True)
+
+
+def nullable_int32():
+    return fields.Integer(allow_none=True, strict=True, validate=INT32)
+
+
+class KeyValueSchema(Schema):
+    """`{"keys", "values", "queryparam"}`; a key left out is null (or false)."""
+
+    keys = Text(attribute="keys_text", allow_none=True, load_default=None)
+    values = Text(attribute="values_text", allow_none=True, load_default=None)
+    queryparam = StrictBoolean(load_default=False)
+
+
+def nullable_key_value():
+    return fields.Nested(KeyValueSchema, allow_none=True)
+
+
+class MessageSchema(Schema):
+    """An SMS message. No field is required: POST fills in defaults, PUT and PATCH change
+    only the fields sent. `id` and `event_time` may be sent back and are ignored."""
+
+    id = fields.String(dump_only=True, metadata={"example": "68b4707f2e5b5c1f0a8c9d01"})
+    event_time = UTCDateTime(dump_only=True)
+    communication_id = nullable_text()
+    msg_type = nullable_int32()
+    type = nullable_text()
+    user_id = nullable_text()
+    received_config_id = nullable_text()
+    module_id = nullable_int32()
+    ref_id = nullable_text()
+    ref_display_id = nullable_text()
+    is_system_gen = StrictBoolean()
+    imap_config_id = nullable_text()
+    attachment_ids = fields.List(Text())
+    created_by = nullable_text()
+    organization = nullable_text()
+    creation_time = UTCDateTime(allow_none=True)
+    last_update_time = UTCDateTime(allow_none=True)
+    is_deleted = StrictBoolean()
+    is_assignee_read = StrictBoolean()
+    message_read_map = fields.List(fields.Nested(KeyValueSchema))
+    customer_id = nullable_text()
+    customer_entity_id = nullable_text()
+    is_description = StrictBoolean()
+    email_data = nullable_key_value()
+    sms_data = nullable_key_value()
+    api_data = nullable_key_value()
+    beep_data = nullable_key_value()
+
+    @pre_load
+    def ignore_read_only_keys(self, data, **kwargs):
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in ("id", "event_time")}
+        return data
+
+
+
+# --- List query parameters (Django REST framework style) ---------------------------------
+
+RANGE_FILTER_FIELDS = ("creation_time", "last_update_time", "msg_type", "module_id")
+RANGE_OPERATORS = ("gte", "gt", "lte", "lt")
+ORDERING_FIELDS = ("creation_time", "last_update_time", "event_time", "id", "msg_type", "module_id")
+
+
+def _query_field(name: str) -> fields.Field:
+    """The query-string twin of a message field: same type, but booleans read true/false."""
+    field = MessageSchema._declared_fields[name]
+    if isinstance(field, fields.Boolean):
+        return fields.Boolean()
+    if isinstance(field, UTCDateTime):
+        return UTCDateTime()
+    if isinstance(field, fields.Integer):
+        return fields.Integer(strict=False, validate=INT32)
+    return Text()
+
+
+class Ordering(fields.String):
+    """`ordering=field,-field`: returns [(field, descending), ...]."""
+
+    default_error_messages = {"invalid_field": "Can't order by {name!r}; use one of: {choices}."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        terms = []
+        for term in super()._deserialize(value, attr, data, **kwargs).split(","):
+            name = term.strip().removeprefix("-")
+            if name not in ORDERING_FIELDS:
+                raise self.make_error("invalid_field", name=name, choices=", ".join(ORDERING_FIELDS))
+            terms.append((name, term.strip().startswith("-")))
+        return terms
+
+
+SCALAR_FILTER_FIELDS = tuple(
+    name for name, field in MessageSchema._declared_fields.items()
+    if not isinstance(field, (fields.List, fields.Nested))
+)
+
+
+class MessageFilterSchema(Schema.from_dict(
+    {name: _query_field(name) for name in SCALAR_FILTER_FIELDS}
+    | {f"{name}__{op}": _query_field(name)
+       for name in RANGE_FILTER_FIELDS for op in RANGE_OPERATORS}
+    | {"ordering": Ordering(metadata={
+        "description": "Comma-separated fields, `-` for descending; default `-creation_time`."})}
+)):
+    """Filters: `field=value` (exact), `field__gte|gt|lte|lt=value` (ranges), `ordering`.
+    An empty value means no filter, as in django-filter."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def drop_empty_values(self, data, **kwargs):
+        return {k: v for k, v in data.items() if v != ""}

@@ -1,0 +1,48 @@
+"""Alembic environment: the service's metadata, and its DATABASE_URL unless `-x url=` is given."""
+from logging.config import fileConfig
+
+from alembic import context
+
+from messenger_app.config import Config
+from messenger_app.extensions import make_engine
+from messenger_app.models import Base
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def database_url() -> str:
+    return (
+        config.attributes.get("url")
+        or context.get_x_argument(as_dictionary=True).get("url")
+        or Config.DATABASE_URL
+    )
+
+
+def run_migrations_offline() -> None:
+    """`alembic upgrade head --sql`: write the SQL script instead of running it."""
+    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(database_url())
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",  # SQLite ALTERs via batch mode
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,140 @@
+"""Every test runs against SQLite and PostgreSQL, on a schema built by `alembic upgrade head`.
+
+PostgreSQL: TEST_DATABASE_URL, by default a `messenger_test` database on 127.0.0.1:5432 that
+is dropped and created anew for each run. Where PostgreSQL can't be reached its tests are
+skipped, except with CI set, where they fail.
+"""
+import os
+from contextlib import contextmanager
+
+import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, event, make_url, text
+
+from messenger_app import create_app
+from messenger_app.config import PROJECT_ROOT
+from messenger_app.extensions import db
+from messenger_app.models import ApiKey
+
+POSTGRES_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/messenger_test"
+)
+SMS = "/ux/common/messenger/sms/"
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def fresh_postgres_database(url: str) -> str:
+    """Drop and create the database `url` names; skip (or, on CI, fail) if the server is down."""
+    url = make_url(url)
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    except Exception as error:  # noqa: BLE001 - any failure to reach the server
+        message = f"PostgreSQL is not reachable at {url.render_as_string()}: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        server.dispose()
+    return url.render_as_string(hide_password=False)
+
+
+def fresh_database(backend: str, tmp_path_factory, name: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp(name) / 'messenger.db'}"
+    return fresh_postgres_database(POSTGRES_URL if name == "main" else f"{POSTGRES_URL}_{name}")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(backend, tmp_path_factory) -> str:
+    url = fresh_database(backend, tmp_path_factory, "main")
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+@pytest.fixture(scope="session")
+def app(database_url):
+    return create_app({"DATABASE_URL": database_url, "TESTING": True})
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request):
+    """Each test starts from empty tables (cascades remove the child rows)."""
+    yield
+    if "app" in request.fixturenames:
+        app = request.getfixturevalue("app")
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(text("DELETE FROM messages"))
+            connection.execute(text("DELETE FROM api_keys"))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def make_key(app, organization: str | None) -> dict:
+    with app.app_context():
+        key, secret = ApiKey.generate(organization, name="test")
+        db.session.add(key)
+        db.session.commit()
+    return {"Authorization": f"Token {secret}"}
+
+
+@pytest.fixture
+def acme(app) -> dict:
+    """Headers of an API key of the organization `acme`."""
+    return make_key(app, "acme")
+
+
+@pytest.fixture
+def globex(app) -> dict:
+    """Headers of an API key of another organization, `globex`."""
+    return make_key(app, "globex")
+
+
+@pytest.fixture
+def admin(app) -> dict:
+    """Headers of an all-organizations API key."""
+    return make_key(app, None)
+
+
+@pytest.fixture
+def count_statements(app):
+    """`with count_statements() as counted:` ... `counted[0]` SQL statements ran."""
+
+    @contextmanager
+    def counting():
+        counted = [0]
+
+        def count(*_args):
+            counted[0] += 1
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            yield counted
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+
+    return counting

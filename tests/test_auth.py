@@ -1,0 +1,110 @@
+"""API keys and organizations (contract: "Authentication and organizations")."""
+import pytest
+
+from conftest import SMS, make_key
+from test_messages import create, full_message, url
+
+VERBS = ["get_list", "post", "get", "put", "patch", "delete"]
+
+
+def call(client, verb: str, headers: dict, message_id: str = "0" * 24, body=None):
+    """One request of each kind the API has."""
+    if verb == "get_list":
+        return client.get(SMS, headers=headers)
+    if verb == "post":
+        return client.post(SMS, json=body or {}, headers=headers)
+    return getattr(client, verb)(url(message_id), json=body or {}, headers=headers)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+@pytest.mark.parametrize("authorization", [
+    None, "", "Token", "Token not-a-key", "not-a-key", "Basic dXNlcjpwYXNz", "Token a b",
+])
+def test_requests_without_a_valid_key_are_401(app, client, acme, verb, authorization):
+    message_id = create(client, acme)["id"]
+    headers = {} if authorization is None else {"Authorization": authorization}
+
+    response = call(client, verb, headers, message_id)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Token")
+    assert response.get_json()["code"] == 401
+    assert client.get(url(message_id), headers=acme).status_code == 200  # DELETE did nothing
+    assert len(client.get(SMS, headers=acme).get_json()) == 1  # POST did nothing
+
+
+@pytest.mark.parametrize("scheme", ["", "Token ", "token ", "Bearer ", "BEARER ", "Api-Key ",
+                                    "api-key "])
+def test_every_header_form_is_accepted(client, acme, scheme):
+    secret = acme["Authorization"].split()[1]
+
+    response = client.get(SMS, headers={"Authorization": f"{scheme}{secret}"})
+
+    assert response.status_code == 200
+
+
+def test_a_revoked_key_is_refused_at_once(client, runner, acme):
+    secret = acme["Authorization"].split()[1]
+    assert client.get(SMS, headers=acme).status_code == 200
+
+    assert runner.invoke(args=["api-key", "revoke", secret]).exit_code == 0
+
+    assert client.get(SMS, headers=acme).status_code == 401
+
+
+def test_a_key_of_another_organization_sees_nothing(client, acme, globex):
+    mine = create(client, acme, full_message("acme"))
+
+    assert client.get(SMS, headers=globex).get_json() == []
+    assert client.get(f"{SMS}?organization=acme", headers=globex).get_json() == []
+    for verb in ("get", "put", "patch", "delete"):
+        response = call(client, verb, globex, mine["id"], {"ref_id": "stolen"})
+        assert response.status_code == 404, verb
+    assert client.get(url(mine["id"]), headers=acme).get_json() == mine
+
+
+def test_new_messages_get_the_keys_organization(client, acme):
+    assert create(client, acme)["organization"] == "acme"
+    assert create(client, acme, {"organization": "acme"})["organization"] == "acme"
+
+
+@pytest.mark.parametrize("organization", ["globex", None, ""])
+def test_a_body_naming_another_organization_is_403(client, acme, organization):
+    mine = create(client, acme)
+    body = {"organization": organization, "ref_id": "moved"}
+
+    for verb in ("post", "put", "patch"):
+        response = call(client, verb, acme, mine["id"], body)
+        assert response.status_code == 403, verb
+        assert response.get_json()["code"] == 403
+    assert client.get(url(mine["id"]), headers=acme).get_json() == mine
+    assert len(client.get(SMS, headers=acme).get_json()) == 1
+
+
+def test_an_all_organizations_key_reaches_every_message(client, acme, globex, admin):
+    a = create(client, acme)
+    g = create(client, globex)
+
+    assert {m["id"] for m in client.get(SMS, headers=admin).get_json()} == {a["id"], g["id"]}
+    assert [m["id"] for m in client.get(f"{SMS}?organization=globex", headers=admin).get_json()] \
+        == [g["id"]]
+    assert client.get(url(a["id"]), headers=admin).status_code == 200
+    moved = client.patch(url(a["id"]), json={"organization": "globex"}, headers=admin)
+    assert moved.status_code == 200 and moved.get_json()["organization"] == "globex"
+    assert client.get(url(a["id"]), headers=acme).status_code == 404
+    assert client.delete(url(g["id"]), headers=admin).status_code == 204
+
+
+def test_an_all_organizations_key_creates_where_the_body_says(client, admin):
+    assert create(client, admin, {"organization": "initech"})["organization"] == "initech"
+    assert create(client, admin)["organization"] is None
+
+
+def test_an_organization_key_lists_only_its_organization(app, client, acme, globex):
+    mine = {create(client, acme)["id"] for _ in range(3)}
+    create(client, globex)
+    other_acme_key = make_key(app, "acme")
+
+    listed = {m["id"] for m in client.get(SMS, headers=other_acme_key).get_json()}
+
+    assert listed == mine

@@ -1,0 +1,404 @@
+"""The message resource through HTTP: every operation, default, format and write rule of
+the contract (sections "The resource" and "Operations")."""
+import re
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select, text
+
+from conftest import SMS
+from messenger_app.extensions import db
+from messenger_app.models import Attachment, KeyValue, Message
+
+KEYS_IN_ORDER = [
+    "id", "event_time", "communication_id", "msg_type", "type", "user_id",
+    "received_config_id", "module_id", "ref_id", "ref_display_id", "is_system_gen",
+    "imap_config_id", "attachment_ids", "created_by", "organization", "creation_time",
+    "last_update_time", "is_deleted", "is_assignee_read", "message_read_map", "customer_id",
+    "customer_entity_id", "is_description", "email_data", "sms_data", "api_data", "beep_data",
+]
+DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+STRING_FIELDS = [
+    "communication_id", "type", "user_id", "received_config_id", "ref_id", "ref_display_id",
+    "imap_config_id", "created_by", "customer_id", "customer_entity_id",
+]
+BOOLEAN_FIELDS = ["is_system_gen", "is_deleted", "is_assignee_read", "is_description"]
+INTEGER_FIELDS = ["msg_type", "module_id"]
+KEY_VALUE_FIELDS = ["email_data", "sms_data", "api_data", "beep_data"]
+
+
+def full_message(organization="acme") -> dict:
+    """Every writable field with a value that differs from its default."""
+    return {
+        "communication_id": "comm-1", "msg_type": 2, "type": "outbound", "user_id": "user-7",
+        "received_config_id": "rc-3", "module_id": 14, "ref_id": "ticket-42",
+        "ref_display_id": "T-42", "is_system_gen": True, "imap_config_id": "imap-1",
+        "attachment_ids": ["att-3", "att-1", "att-2"], "created_by": "agent-5",
+        "organization": organization, "creation_time": "2025-08-31T15:55:11.247Z",
+        "last_update_time": "2025-09-01T08:00:00.000Z", "is_deleted": True,
+        "is_assignee_read": True,
+        "message_read_map": [
+            {"keys": "user-7", "values": "2025-08-31T16:00:00Z", "queryparam": False},
+            {"keys": "user-8", "values": "unread", "queryparam": True},
+        ],
+        "customer_id": "cust-9", "customer_entity_id": "ent-9", "is_description": True,
+        "email_data": {"keys": "to", "values": "a@example.com", "queryparam": False},
+        "sms_data": {"keys": "to", "values": "+15550100", "queryparam": True},
+        "api_data": {"keys": "endpoint", "values": "/hooks/1", "queryparam": False},
+        "beep_data": {"keys": "channel", "values": "ops", "queryparam": True},
+    }
+
+
+def create(client, headers, body=None) -> dict:
+    response = client.post(SMS, json={} if body is None else body, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def url(message_id: str) -> str:
+    return f"{SMS}{message_id}/"
+
+
+def parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def row_counts(app) -> tuple[int, int, int]:
+    with app.app_context():
+        return tuple(
+            db.session.scalar(select(func.count()).select_from(model))
+            for model in (Message, Attachment, KeyValue)
+        )
+
+
+# --- POST -------------------------------------------------------------------------------
+
+def test_create_with_no_fields_gives_every_default(client, acme):
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    response = client.post(SMS, json={}, headers=acme)
+
+    assert response.status_code == 201
+    message = response.get_json()
+    assert list(message) == KEYS_IN_ORDER
+    assert re.fullmatch(r"[0-9a-f]{24}", message["id"])
+    for name in ("event_time", "creation_time", "last_update_time"):
+        assert DATE_TIME.match(message[name]), name
+        assert before <= parse(message[name]) <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert message["creation_time"] == message["last_update_time"] == message["event_time"]
+    for name in STRING_FIELDS + INTEGER_FIELDS + KEY_VALUE_FIELDS:
+        assert message[name] is None, name
+    for name in BOOLEAN_FIELDS:
+        assert message[name] is False, name
+    assert message["attachment_ids"] == [] and message["message_read_map"] == []
+    assert message["organization"] == "acme"
+
+
+def test_create_stores_every_field_and_names_the_new_url(client, acme):
+    sent = full_message()
+    response = client.post(SMS, json=sent, headers=acme)
+
+    assert response.status_code == 201
+    created = response.get_json()
+    assert list(created) == KEYS_IN_ORDER
+    assert {k: created[k] for k in sent} == sent
+    assert response.headers["Location"].endswith(url(created["id"]))
+    read = client.get(url(created["id"]), headers=acme)
+    assert read.status_code == 200 and read.get_json() == created
+    assert client.get(response.headers["Location"], headers=acme).get_json() == created
+
+
+def test_ids_are_time_ordered_object_ids(client, acme):
+    ids = [create(client, acme)["id"] for _ in range(5)]
+
+    assert len(set(ids)) == 5
+    seconds = int(ids[0][:8], 16)
+    assert abs(seconds - datetime.now(timezone.utc).timestamp()) < 60
+    assert ids == sorted(ids)  # same process and second: the counter orders them
+
+
+def test_read_only_keys_in_a_body_are_ignored(client, acme):
+    sent = {"id": "0123456789abcdef01234567", "event_time": "2000-01-01T00:00:00.000Z",
+            "ref_id": "r"}
+    created = create(client, acme, sent)
+
+    assert created["id"] != sent["id"] and created["event_time"] != sent["event_time"]
+    assert created["ref_id"] == "r"
+    patched = client.patch(url(created["id"]), json=created, headers=acme)
+    assert patched.status_code == 200
+    assert patched.get_json()["id"] == created["id"]
+    assert patched.get_json()["event_time"] == created["event_time"]
+
+
+@pytest.mark.parametrize("sent, stored", [
+    ("2025-08-31T17:55:11.247+02:00", "2025-08-31T15:55:11.247Z"),
+    ("2025-08-31T15:55:11.247Z", "2025-08-31T15:55:11.247Z"),
+    ("2025-08-31T15:55:11", "2025-08-31T15:55:11.000Z"),
+    ("2025-08-31T15:55:11.247999", "2025-08-31T15:55:11.247Z"),
+    ("2025-08-31T10:55:11-05:00", "2025-08-31T15:55:11.000Z"),
+    ("20250831T155511Z", "2025-08-31T15:55:11.000Z"),
+    ("2025-08-31", "2025-08-31T00:00:00.000Z"),
+])
+def test_date_times_in_any_iso_form_are_stored_as_utc(client, acme, sent, stored):
+    created = create(client, acme, {"creation_time": sent, "last_update_time": sent})
+
+    assert created["creation_time"] == stored and created["last_update_time"] == stored
+    assert client.get(url(created["id"]), headers=acme).get_json()["creation_time"] == stored
+
+
+def test_key_value_objects_fill_in_missing_keys(client, acme):
+    created = create(client, acme, {
+        "email_data": {"keys": "to"},
+        "message_read_map": [{"values": "v"}, {}],
+    })
+
+    assert created["email_data"] == {"keys": "to", "values": None, "queryparam": False}
+    assert created["message_read_map"] == [
+        {"keys": None, "values": "v", "queryparam": False},
+        {"keys": None, "values": None, "queryparam": False},
+    ]
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS + INTEGER_FIELDS + KEY_VALUE_FIELDS
+                         + ["creation_time", "last_update_time"])
+def test_nullable_fields_accept_null(client, acme, field):
+    created = create(client, acme, {field: None})
+
+    assert created[field] is None
+    assert client.get(url(created["id"]), headers=acme).get_json()[field] is None
+
+
+@pytest.mark.parametrize("field", BOOLEAN_FIELDS + ["attachment_ids", "message_read_map"])
+def test_null_is_refused_for_booleans_and_lists(app, client, acme, field):
+    response = client.post(SMS, json={field: None}, headers=acme)
+
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]["json"]
+    assert row_counts(app) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ref_id", 5), ("ref_id", ["a"]), ("msg_type", "5"), ("msg_type", 1.5),
+    ("msg_type", True), ("module_id", 2**31), ("module_id", -(2**31) - 1),
+    ("is_deleted", "true"), ("is_deleted", 1), ("attachment_ids", "a"),
+    ("attachment_ids", [1]), ("attachment_ids", [None]), ("message_read_map", [1]),
+    ("message_read_map", {"keys": "k"}), ("email_data", "x"), ("email_data", []),
+    ("email_data", {"keys": 1}), ("email_data", {"queryparam": None}),
+    ("email_data", {"other": "x"}), ("creation_time", "yesterday"),
+    ("creation_time", 1700000000), ("last_update_time", "2025-13-01T00:00:00Z"),
+    ("ref_id", "nul\x00byte"), ("customer_id", "lone \ud800 surrogate"),
+])
+def test_values_of_the_wrong_type_are_refused_naming_the_field(app, client, acme, field, value):
+    response = client.post(SMS, json={field: value}, headers=acme)
+
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["code"] == 422 and body["status"] == "Unprocessable Entity"
+    assert field in body["errors"]["json"]
+    assert row_counts(app) == (0, 0, 0)
+
+
+def test_unknown_keys_are_refused_by_name(app, client, acme):
+    response = client.post(SMS, json={"ref_id": "r", "colour": "red"}, headers=acme)
+
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["json"] == {"colour": ["Unknown field."]}
+    assert row_counts(app) == (0, 0, 0)
+
+
+# --- GET one, PUT, PATCH ------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_update_changes_only_the_fields_sent(client, acme, method):
+    created = create(client, acme, full_message())
+
+    response = getattr(client, method)(url(created["id"]), json={"ref_id": "new", "msg_type": None},
+                                       headers=acme)
+
+    assert response.status_code == 200
+    updated = response.get_json()
+    assert list(updated) == KEYS_IN_ORDER
+    assert updated["ref_id"] == "new" and updated["msg_type"] is None
+    assert parse(updated["last_update_time"]) > parse(created["last_update_time"])
+    unchanged = {k: v for k, v in created.items()
+                 if k not in ("ref_id", "msg_type", "last_update_time")}
+    assert {k: updated[k] for k in unchanged} == unchanged
+    assert client.get(url(created["id"]), headers=acme).get_json() == updated
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_empty_update_changes_only_last_update_time(client, acme, method):
+    created = create(client, acme, full_message())
+
+    updated = getattr(client, method)(url(created["id"]), json={}, headers=acme).get_json()
+
+    assert parse(updated["last_update_time"]) > parse(created["last_update_time"])
+    assert {**updated, "last_update_time": None} == {**created, "last_update_time": None}
+
+
+def test_update_keeps_an_explicit_last_update_time(client, acme):
+    created = create(client, acme)
+
+    updated = client.patch(url(created["id"]), json={"last_update_time": "2030-01-02T03:04:05Z"},
+                           headers=acme).get_json()
+
+    assert updated["last_update_time"] == "2030-01-02T03:04:05.000Z"
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_lists_and_key_value_objects_are_replaced_whole(app, client, acme, method):
+    created = create(client, acme, full_message())
+    change = {
+        "attachment_ids": ["att-9", "att-3"],
+        "message_read_map": [{"keys": "only", "values": "one", "queryparam": True}],
+        "email_data": None,
+        "sms_data": {"values": "+15550199"},
+    }
+
+    updated = getattr(client, method)(url(created["id"]), json=change, headers=acme).get_json()
+
+    assert updated["attachment_ids"] == ["att-9", "att-3"]
+    assert updated["message_read_map"] == change["message_read_map"]
+    assert updated["email_data"] is None
+    assert updated["sms_data"] == {"keys": None, "values": "+15550199", "queryparam": False}
+    assert updated["api_data"] == created["api_data"]
+    assert client.get(url(created["id"]), headers=acme).get_json() == updated
+    assert row_counts(app) == (1, 2, 4)  # 1 read-map entry + sms + api + beep
+
+
+def test_lists_can_be_emptied_and_refilled(client, acme):
+    created = create(client, acme, full_message())
+
+    emptied = client.patch(url(created["id"]), json={"attachment_ids": [], "message_read_map": []},
+                           headers=acme).get_json()
+    refilled = client.patch(url(created["id"]), json={"attachment_ids": ["a", "b", "c", "d"]},
+                            headers=acme).get_json()
+
+    assert emptied["attachment_ids"] == [] and emptied["message_read_map"] == []
+    assert refilled["attachment_ids"] == ["a", "b", "c", "d"]
+
+
+def test_invalid_update_changes_nothing(client, acme):
+    created = create(client, acme, full_message())
+
+    response = client.patch(url(created["id"]),
+                            json={"ref_id": "new", "attachment_ids": None}, headers=acme)
+
+    assert response.status_code == 422
+    assert client.get(url(created["id"]), headers=acme).get_json() == created
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
+@pytest.mark.parametrize("message_id", [
+    "0123456789abcdef01234567",  # well-formed, unknown
+    "0123456789ABCDEF01234567", "0123", "not-an-id", "0123456789abcdef012345678",
+])
+def test_unknown_or_malformed_id_is_404(client, acme, method, message_id):
+    create(client, acme)
+
+    response = getattr(client, method)(url(message_id), json={}, headers=acme)
+
+    assert response.status_code == 404
+    assert response.get_json()["code"] == 404
+
+
+# --- DELETE -------------------------------------------------------------------------------
+
+def test_delete_removes_the_message_and_its_rows(app, client, acme):
+    kept = create(client, acme, full_message())
+    doomed = create(client, acme, full_message())
+    assert row_counts(app) == (2, 6, 12)
+
+    response = client.delete(url(doomed["id"]), headers=acme)
+
+    assert response.status_code == 204 and response.data == b""
+    assert client.get(url(doomed["id"]), headers=acme).status_code == 404
+    assert client.delete(url(doomed["id"]), headers=acme).status_code == 404
+    assert row_counts(app) == (1, 3, 6)
+    assert client.get(url(kept["id"]), headers=acme).get_json() == kept
+
+
+def test_rows_cascade_when_a_message_is_deleted_in_sql(app, client, acme):
+    """The foreign keys cascade in the database itself, for DBAs deleting by hand."""
+    create(client, acme, full_message())
+
+    with app.app_context():
+        db.session.execute(text("DELETE FROM messages"))
+        db.session.commit()
+
+    assert row_counts(app) == (0, 0, 0)
+
+
+# --- Atomic writes ------------------------------------------------------------------------
+
+FAILING_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_key_values() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
+        "FOR EACH ROW EXECUTE FUNCTION fail_key_values()",
+    ],
+}
+DROP_TRIGGER = {
+    "sqlite": ["DROP TRIGGER fail_key_values"],
+    "postgresql": ["DROP TRIGGER fail_key_values ON message_key_values",
+                   "DROP FUNCTION fail_key_values()"],
+}
+
+
+@pytest.fixture
+def failing_key_value_writes(app, backend, monkeypatch):
+    """`with failing_key_value_writes():` the database refuses every key/value row, so a
+    write fails after its message row went in."""
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
+
+    def run(statements):
+        with app.app_context():
+            for statement in statements:
+                db.session.execute(text(statement))
+            db.session.commit()
+
+    @contextmanager
+    def failing():
+        run(FAILING_TRIGGER[backend])
+        try:
+            yield
+        finally:
+            run(DROP_TRIGGER[backend])
+
+    return failing
+
+
+def assert_hidden_500(response):
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["code"] == 500 and body["status"] == "Internal Server Error"
+    for leak in ("Traceback", "injected failure", "INSERT", "message_key_values"):
+        assert leak not in response.get_data(as_text=True)
+
+
+def test_a_create_that_fails_halfway_leaves_no_rows(app, client, acme, failing_key_value_writes):
+    with failing_key_value_writes():
+        response = client.post(SMS, json=full_message(), headers=acme)
+
+    assert_hidden_500(response)
+    assert row_counts(app) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_an_update_that_fails_halfway_changes_nothing(app, client, acme, failing_key_value_writes,
+                                                      method):
+    created = create(client, acme, full_message())
+    change = {"ref_id": "new", "attachment_ids": ["x"], "sms_data": {"keys": "changed"},
+              "message_read_map": [{"keys": "1"}, {"keys": "2"}, {"keys": "3"}]}
+
+    with failing_key_value_writes():
+        response = getattr(client, method)(url(created["id"]), json=change, headers=acme)
+
+    assert_hidden_500(response)
+    assert client.get(url(created["id"]), headers=acme).get_json() == created
+    assert row_counts(app) == (1, 3, 6)
