@@ -15,3 +15,10 @@ class Config:
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/"
     OPENAPI_JSON_PATH = "openapi.json"
+    API_SPEC_OPTIONS = {
+        "components": {"securitySchemes": {"ApiKey": {
+            "type": "apiKey", "in": "header", "name": "Authorization",
+            "description": "The API key, bare or after `Token`, `Bearer` or `Api-Key`.",
+        }}},
+        "security": [{"ApiKey": []}],
+    }

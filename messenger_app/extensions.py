@@ -1,10 +1,11 @@
 """Extensions created unbound at import time and bound to an app by the factory."""
-from flask import current_app, g
+from pathlib import Path
+
 import flask_smorest
+from flask import current_app, g
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
-
 
 
 class Api(flask_smorest.Api):
@@ -54,6 +55,8 @@ class Database:
 def make_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
+        if engine.url.database not in (None, "", ":memory:"):
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         event.listen(engine, "connect", _configure_sqlite)
     return engine
 

@@ -402,3 +402,64 @@ def test_an_update_that_fails_halfway_changes_nothing(app, client, acme, failing
     assert_hidden_500(response)
     assert client.get(url(created["id"]), headers=acme).get_json() == created
     assert row_counts(app) == (1, 3, 6)
+
+
+# --- Errors -------------------------------------------------------------------------------
+
+def assert_error(response, code: int) -> dict:
+    assert response.status_code == code
+    body = response.get_json()
+    assert body["code"] == code and body["status"] and body["message"]
+    return body
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch"])
+def test_bodies_that_are_not_json_objects(app, client, acme, method):
+    created = create(client, acme)
+    target = SMS if method == "post" else url(created["id"])
+    send = getattr(client, method)
+    json_type = {**acme, "Content-Type": "application/json"}
+
+    assert_error(send(target, data="{not json", headers=json_type), 400)
+    assert_error(send(target, data="[1, 2]", headers=json_type), 400)
+    assert_error(send(target, data="null", headers=json_type), 400)
+    assert_error(send(target, data="ref_id=x", headers={
+        **acme, "Content-Type": "application/x-www-form-urlencoded"}), 415)
+    assert_error(send(target, data='{"ref_id": "x"}', headers={
+        **acme, "Content-Type": "text/plain"}), 415)
+    assert client.get(url(created["id"]), headers=acme).get_json() == created
+    assert row_counts(app)[0] == 1
+
+
+def test_an_empty_body_stands_for_an_empty_object(client, acme):
+    response = client.post(SMS, headers=acme)
+
+    assert response.status_code == 201 and response.get_json()["ref_id"] is None
+
+
+def test_method_not_allowed_is_json_with_allow(client, acme):
+    body = assert_error(client.put(SMS, json={}, headers=acme), 405)
+
+    assert "method" in body["message"].lower()
+    assert set(client.put(SMS, json={}, headers=acme).headers["Allow"].split(", ")) >= {
+        "GET", "POST"}
+
+
+def test_unknown_urls_are_json_404(client, acme):
+    for path in ("/", "/ux/", "/ux/common/messenger/email/", f"{SMS}x/y/"):
+        assert_error(client.get(path, headers=acme), 404)
+
+
+def test_validation_errors_name_every_bad_field(client, acme):
+    body = assert_error(client.post(SMS, json={"msg_type": "x", "colour": 1}, headers=acme), 422)
+
+    assert set(body["errors"]["json"]) == {"msg_type", "colour"}
+
+
+def test_the_openapi_document_lists_the_six_operations(client):
+    spec = client.get("/openapi.json").get_json()
+
+    assert set(spec["paths"][SMS]) >= {"get", "post"}
+    assert set(spec["paths"][f"{SMS}{{message_id}}/"]) >= {"get", "put", "patch", "delete"}
+    assert spec["components"]["securitySchemes"]["ApiKey"]["name"] == "Authorization"
+    assert list(spec["components"]["schemas"]["Message"]["properties"]) == KEYS_IN_ORDER

@@ -1,0 +1,24 @@
+# `make run` serves the API on the embedded SQLite database (or DATABASE_URL);
+# `make test` runs the whole suite on SQLite and PostgreSQL. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BIN := $(VENV)/bin
+
+.PHONY: run test migrate
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+migrate: $(BIN)/.installed
+	$(BIN)/alembic upgrade head
+
+run: migrate
+	$(BIN)/flask --app wsgi api-key create --all-organizations --name "first key" --if-none
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --access-logfile - wsgi:app
+
+test: $(BIN)/.installed
+	$(BIN)/pytest
