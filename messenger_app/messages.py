@@ -1,26 +1,49 @@
-"""The SMS messages resource: /ux/common/messenger/sms/ and /ux/common/messenger/sms/{id}/."""
-import operator
+"""The SMS messages resource: /ux/common/messenger/sms/ and /ux/common/messenger/sms/{id}/.
 
-from flask import request, url_for
+The views validate with the marshmallow schemas (which also document them) and answer with
+messages rendered straight from SQL rows (see message_queries)."""
+import orjson
+from flask import Response, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import selectinload
+from webargs.flaskparser import FlaskParser
 from werkzeug.routing import BaseConverter
 
+from . import message_queries as queries
 from .auth import authenticate, current_key, require_organization_access
 from .extensions import db
-from .models import Message, utcnow
-from .schemas import MessageFilterSchema, MessageSchema
+from .models import new_object_id, utcnow
+from .pagination import page_response
+from .schemas import MessageListArgsSchema, MessageSchema, new_message_defaults
 
 blp = Blueprint(
     "sms", __name__, url_prefix="/ux/common/messenger/sms", description="SMS messages."
 )
+blp.before_request(authenticate)
 
-# Two statements load any number of messages' children (no N+1).
-WITH_CHILDREN = (selectinload(Message.attachments), selectinload(Message.key_values))
-COMPARISONS = {"": operator.eq, "gte": operator.ge, "gt": operator.gt, "lte": operator.le,
-               "lt": operator.lt}
+
+
+class JSONObjectParser(FlaskParser):
+    """Request bodies: 415 unless JSON, 400 unless a JSON object. An empty body stands for
+    `{}`, as it did in the original service."""
+
+    def load_json(self, req, schema):
+        body = req.get_data(cache=True)
+        if not body:
+            return {}
+        if not req.is_json:
+            abort(415, message="The body must be application/json.")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            abort(400, message="The body is not valid JSON.")
+        if not isinstance(data, dict):
+            abort(400, message="The body must be a JSON object.")
+        return data
+
+
+blp.ARGUMENTS_PARSER = JSONObjectParser()
+MESSAGE_SCHEMA = MessageSchema()  # an instance: webargs would build a class anew per request
 
 
 class ObjectIdConverter(BaseConverter):
@@ -32,103 +55,53 @@ class ObjectIdConverter(BaseConverter):
 OBJECT_ID_PARAMETER = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
 
 
-@blp.before_request
-def require_api_key():
-    authenticate()
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, mimetype="application/json")
 
 
-@blp.before_request
-def require_json_object_body():
-    """415 for a body that is not JSON, 400 for JSON that is not an object. An empty body
-    stands for `{}`, as it did in the original service."""
-    if request.method not in ("POST", "PUT", "PATCH") or not request.get_data(cache=True):
-        return
-    if not request.is_json:
-        abort(415, message="The body must be application/json.")
-    if not isinstance(request.get_json(silent=True), dict):
-        abort(400, message="The body must be a JSON object.")
+def not_found():
+    abort(404, message="No such message.")
 
 
-def scoped(statement):
-    """Limit a statement to the messages the current API key may see."""
+def key_scope() -> str | None:
+    """The organization the current key is limited to; None for an all-organizations key."""
     key = current_key()
-    if key.all_organizations:
-        return statement
-    return statement.where(Message.organization == key.organization)
+    return None if key.all_organizations else key.organization
 
 
-def filtered(statement, filters: dict):
-    """Apply `field=value` and `field__gte=value` style filters."""
-    for param, value in filters.items():
-        if param != "ordering":
-            name, _, comparison = param.partition("__")
-            statement = statement.where(COMPARISONS[comparison](getattr(Message, name), value))
-    return statement
-
-
-def ordered(statement, terms: list[tuple[str, bool]] | None):
-    """ORDER BY the `ordering` terms (default: newest first), then by id, so that pages are
-    stable. Nulls sort lowest on both databases, as in MongoDB."""
-    terms = terms or [("creation_time", True)]
-    if all(name != "id" for name, _ in terms):
-        terms = [*terms, ("id", terms[0][1])]
-    return statement.order_by(*(
-        getattr(Message, name).desc().nulls_last() if descending
-        else getattr(Message, name).asc().nulls_first()
-        for name, descending in terms
-    ))
-
-
-def get_or_404(message_id: str) -> Message:
-    statement = scoped(select(Message).where(Message.id == message_id)).options(*WITH_CHILDREN)
-    message = db.session.scalar(statement)
-    if message is None:
-        abort(404, message="No such message.")
-    return message
-
-
-def update_message(message_id: str, fields: dict) -> Message:
-    message = get_or_404(message_id)
+def update(message_id: str, fields: dict) -> Response:
     if "organization" in fields:
         require_organization_access(fields["organization"])
     fields.setdefault("last_update_time", utcnow())
-    message.update(fields)
-    db.session.commit()
-    return message
+    with db.transaction() as connection:
+        message = queries.update_message(connection, message_id, fields, key_scope())
+    if message is None:
+        not_found()
+    return json_response(message)
 
 
 @blp.route("/")
 class Messages(MethodView):
-    @blp.arguments(MessageFilterSchema, location="query")
+    @blp.arguments(MessageListArgsSchema(), location="query")
     @blp.response(200, MessageSchema(many=True))
-    @blp.paginate(page_size=100, max_page_size=1000)
-    def get(self, filters, pagination_parameters):
+    def get(self, args):
         """List messages, filtered and ordered (newest first unless asked)."""
-        messages = filtered(scoped(select(Message)), filters)
-        pagination_parameters.item_count = db.session.scalar(
-            select(func.count()).select_from(messages.subquery())
-        )
-        page = (
-            ordered(messages, filters.get("ordering"))
-            .limit(pagination_parameters.page_size)
-            .offset(pagination_parameters.first_item)
-            .options(*WITH_CHILDREN)
-        )
-        return db.session.scalars(page).all()
+        return page_response(args, key_scope())
 
-    @blp.arguments(MessageSchema)
-    @blp.response(201, MessageSchema)
+    @blp.arguments(MESSAGE_SCHEMA)
+    @blp.response(201, MessageSchema, headers={"Location": {
+        "description": "The new message's URL.", "schema": {"type": "string"}}})
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
         fields.setdefault("organization", current_key().organization)
         require_organization_access(fields["organization"])
         now = utcnow()
-        message = Message(event_time=now, creation_time=now, last_update_time=now)
-        message.update(fields)
-        db.session.add(message)
-        db.session.commit()
-        location = url_for("sms.MessageItem", message_id=message.id, _external=True)
-        return message, {"Location": location}
+        message = {**new_message_defaults(), "creation_time": now, "last_update_time": now, **fields,
+                   "id": new_object_id(), "event_time": now}
+        with db.transaction() as connection:
+            queries.insert_message(connection, message)
+        location = url_for("sms.MessageItem", message_id=message["id"], _external=True)
+        return json_response(queries.render_message(message), 201, {"Location": location})
 
 
 @blp.route("/<objectid:message_id>/")
@@ -136,24 +109,26 @@ class MessageItem(MethodView):
     @blp.response(200, MessageSchema)
     def get(self, message_id):
         """Read one message."""
-        return get_or_404(message_id)
+        message = queries.read_message(db.connection(), message_id, key_scope())
+        if message is None:
+            not_found()
+        return json_response(message)
 
-    @blp.arguments(MessageSchema)
+    @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(200, MessageSchema)
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
-        return update_message(message_id, fields)
+        return update(message_id, fields)
 
-    @blp.arguments(MessageSchema)
+    @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(200, MessageSchema)
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
-        return update_message(message_id, fields)
+        return update(message_id, fields)
 
     @blp.response(204)
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""
-        deleted = db.session.execute(scoped(delete(Message).where(Message.id == message_id)))
-        if deleted.rowcount == 0:
-            abort(404, message="No such message.")
-        db.session.commit()
+        if not queries.delete_message(db.connection(), message_id, key_scope()):
+            not_found()
+        return Response(status=204)

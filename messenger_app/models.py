@@ -10,9 +10,7 @@ from sqlalchemy import (
     Boolean, CheckConstraint, DateTime, ForeignKey, Integer, MetaData, String, Text,
     TypeDecorator, false,
 )
-from sqlalchemy.ext.associationproxy import AssociationProxy, association_proxy
-from sqlalchemy.ext.orderinglist import ordering_list
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable, predictable names for every constraint and index, so migrations can name them.
 NAMING_CONVENTION = {
@@ -23,7 +21,14 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-KEY_VALUE_CHANNELS = ("read_map", "email", "sms", "api", "beep")
+# The API field each `message_key_values.channel` stores.
+CHANNEL_FIELDS = {
+    "read_map": "message_read_map",
+    "email": "email_data",
+    "sms": "sms_data",
+    "api": "api_data",
+    "beep": "beep_data",
+}
 
 
 class Base(DeclarativeBase):
@@ -100,66 +105,7 @@ class Message(Base):
     customer_entity_id: Mapped[str | None] = mapped_column(Text)
     is_description: Mapped[bool] = mapped_column(default=False, server_default=false())
 
-    attachments: Mapped[list["Attachment"]] = relationship(
-        order_by="Attachment.ordinal",
-        collection_class=ordering_list("ordinal"),
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-    )
-    key_values: Mapped[list["KeyValue"]] = relationship(
-        order_by="(KeyValue.channel, KeyValue.ordinal)",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-    )
-
-    attachment_ids: AssociationProxy[list[str]] = association_proxy(
-        "attachments", "attachment_id", creator=lambda value: Attachment(attachment_id=value)
-    )
-
     __table_args__ = (CheckConstraint("length(id) = 24", name="id_length"),)
-
-    def update(self, fields: dict) -> None:
-        """Set the given API fields; lists and key/value objects are replaced whole."""
-        for name, value in fields.items():
-            setattr(self, name, value)
-
-    def _channel(self, channel: str) -> list["KeyValue"]:
-        return [kv for kv in self.key_values if kv.channel == channel]
-
-    def _replace_channel(self, channel: str, items: list[dict]) -> None:
-        kept = [kv for kv in self.key_values if kv.channel != channel]
-        new = [KeyValue(channel=channel, ordinal=i, **item) for i, item in enumerate(items)]
-        self.key_values = kept + new
-
-
-def _read_map_property() -> property:
-    def get(message: Message) -> list["KeyValue"]:
-        return message._channel("read_map")
-
-    def set_(message: Message, items: list[dict]) -> None:
-        message._replace_channel("read_map", items)
-
-    return property(get, set_)
-
-
-def _single_key_value_property(channel: str) -> property:
-    """A `<channel>_data` field: one key/value object or None."""
-
-    def get(message: Message) -> "KeyValue | None":
-        found = message._channel(channel)
-        return found[0] if found else None
-
-    def set_(message: Message, item: dict | None) -> None:
-        message._replace_channel(channel, [] if item is None else [item])
-
-    return property(get, set_)
-
-
-Message.message_read_map = _read_map_property()
-Message.email_data = _single_key_value_property("email")
-Message.sms_data = _single_key_value_property("sms")
-Message.api_data = _single_key_value_property("api")
-Message.beep_data = _single_key_value_property("beep")
 
 
 class Attachment(Base):
@@ -191,7 +137,7 @@ class KeyValue(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "channel IN (%s)" % ", ".join(f"'{c}'" for c in KEY_VALUE_CHANNELS), name="channel"
+            "channel IN (%s)" % ", ".join(f"'{c}'" for c in CHANNEL_FIELDS), name="channel"
         ),
         CheckConstraint("channel = 'read_map' OR ordinal = 0", name="one_object_per_data_channel"),
     )
@@ -233,6 +179,3 @@ class ApiKey(Base):
             key_prefix=secret[:12],
         )
         return key, secret
-
-    def may_access(self, organization: str | None) -> bool:
-        return self.all_organizations or organization == self.organization

@@ -7,18 +7,15 @@ INT32 = validate.Range(min=-(2**31), max=2**31 - 1)
 
 
 class Text(fields.String):
-    """A string that both databases can store: no NUL character, no lone surrogate."""
+    """A string that PostgreSQL can store: no NUL character. (A lone surrogate never gets
+    this far: the JSON parser refuses it.)"""
 
-    default_error_messages = {"unstorable": "Not a storable string (NUL or invalid UTF-8)."}
+    default_error_messages = {"nul": "May not contain the NUL character."}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in text:
-            raise self.make_error("unstorable")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise self.make_error("unstorable") from None
+            raise self.make_error("nul")
         return text
 
 
@@ -31,14 +28,16 @@ class StrictBoolean(fields.Boolean):
         return value
 
 
+def format_date_time(value: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.mmmZ`, in UTC."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 class UTCDateTime(fields.DateTime):
     """Read any ISO 8601 date-time (no offset means UTC); write `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        value = value.astimezone(timezone.utc)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        return None if value is None else format_date_time(value)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
@@ -65,8 +64,8 @@ def nullable_int32():
 class KeyValueSchema(Schema):
     """`{"keys", "values", "queryparam"}`; a key left out is null (or false)."""
 
-    keys = Text(attribute="keys_text", allow_none=True, load_default=None)
-    values = Text(attribute="values_text", allow_none=True, load_default=None)
+    keys = Text(allow_none=True, load_default=None)
+    values = Text(allow_none=True, load_default=None)
     queryparam = StrictBoolean(load_default=False)
 
 
@@ -114,6 +113,34 @@ class MessageSchema(Schema):
 
 
 
+def new_message_defaults() -> dict:
+    """The contract's defaults of the writable fields, for a POST that does not send them
+    (the view adds the times and the organization)."""
+    return {
+        name: [] if isinstance(field, fields.List) else
+        False if isinstance(field, fields.Boolean) else None
+        for name, field in MessageSchema._declared_fields.items() if not field.dump_only
+    }
+
+
+# The hot paths render messages without marshmallow's per-field machinery, but from the
+# schema's own field list and types; tests hold it equal to `MessageSchema().dump()`.
+MESSAGE_FIELDS = tuple(MessageSchema._declared_fields)
+_DATE_TIME_FIELDS = tuple(
+    name for name, field in MessageSchema._declared_fields.items() if isinstance(field, UTCDateTime)
+)
+
+
+def render_message(values: dict) -> dict:
+    """A message's API object from its values (date-times as datetime, key/value objects as
+    `{"keys", "values", "queryparam"}` dicts), with the schema's keys in the schema's order."""
+    message = {name: values[name] for name in MESSAGE_FIELDS}
+    for name in _DATE_TIME_FIELDS:
+        if message[name] is not None:
+            message[name] = format_date_time(message[name])
+    return message
+
+
 # --- List query parameters (Django REST framework style) ---------------------------------
 
 RANGE_FILTER_FIELDS = ("creation_time", "last_update_time", "msg_type", "module_id")
@@ -154,18 +181,29 @@ SCALAR_FILTER_FIELDS = tuple(
 )
 
 
-class MessageFilterSchema(Schema.from_dict(
+class MessageListArgsSchema(Schema.from_dict(
     {name: _query_field(name) for name in SCALAR_FILTER_FIELDS}
     | {f"{name}__{op}": _query_field(name)
        for name in RANGE_FILTER_FIELDS for op in RANGE_OPERATORS}
-    | {"ordering": Ordering(metadata={
-        "description": "Comma-separated fields, `-` for descending; default `-creation_time`."})}
 )):
-    """Filters: `field=value` (exact), `field__gte|gt|lte|lt=value` (ranges), `ordering`.
-    An empty value means no filter, as in django-filter."""
+    """Filters: `field=value` (exact), `field__gte|gt|lte|lt=value` (ranges); `ordering`;
+    page mode (`page`, `page_size`) or cursor mode (`cursor`, `page_size`). An empty value
+    means no filter, as in django-filter."""
 
     class Meta:
         unknown = EXCLUDE
+
+    ordering = Ordering(metadata={"description": (
+        "Comma-separated fields, `-` for descending; default `-creation_time` (ties: by id). "
+        "In cursor mode only `id` or `-id` (the default).")})
+    page = fields.Integer(validate=validate.Range(min=1), metadata={
+        "description": "Page number, from 1 (page mode; default 1)."})
+    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    cursor = fields.String(metadata={"description": (
+        "Cursor mode: `*` for the first page, then the `cursor` of the `Link: rel=\"next\"` "
+        "URL. Messages come in id order (creation order), newest first unless "
+        "`ordering=id`; a client that follows `next` until it is absent sees every message "
+        "that existed when it started exactly once, even while new ones are created.")})
 
     @pre_load
     def drop_empty_values(self, data, **kwargs):

@@ -186,7 +186,7 @@ def test_null_is_refused_for_booleans_and_lists(app, client, acme, field):
     ("email_data", {"keys": 1}), ("email_data", {"queryparam": None}),
     ("email_data", {"other": "x"}), ("creation_time", "yesterday"),
     ("creation_time", 1700000000), ("last_update_time", "2025-13-01T00:00:00Z"),
-    ("ref_id", "nul\x00byte"), ("customer_id", "lone \ud800 surrogate"),
+    ("ref_id", "nul\x00byte"), ("message_read_map", [{"keys": "nul\x00"}]),
 ])
 def test_values_of_the_wrong_type_are_refused_naming_the_field(app, client, acme, field, value):
     response = client.post(SMS, json={field: value}, headers=acme)
@@ -195,6 +195,14 @@ def test_values_of_the_wrong_type_are_refused_naming_the_field(app, client, acme
     body = response.get_json()
     assert body["code"] == 422 and body["status"] == "Unprocessable Entity"
     assert field in body["errors"]["json"]
+    assert row_counts(app) == (0, 0, 0)
+
+
+def test_a_lone_surrogate_is_not_valid_json(app, client, acme):
+    response = client.post(SMS, data='{"ref_id": "lone \\ud800 surrogate"}', headers={
+        **acme, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
     assert row_counts(app) == (0, 0, 0)
 
 

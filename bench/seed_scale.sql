@@ -1,0 +1,33 @@
+-- Bulk-seed :n messages (psql -v n=1000000) with their children, without the API.
+-- Shapes scale with n, so that a filter matches as many rows at any size:
+-- 20 organizations, n/20 ref_ids (20 messages each), n/1000 customers (1000 each),
+-- one message per minute of creation time ending now, ids ObjectId-like and time-ordered.
+\set ON_ERROR_STOP on
+BEGIN;
+INSERT INTO messages (id, event_time, communication_id, msg_type, type, user_id,
+    received_config_id, module_id, ref_id, ref_display_id, is_system_gen, imap_config_id,
+    created_by, organization, creation_time, last_update_time, is_deleted, is_assignee_read,
+    customer_id, customer_entity_id, is_description)
+SELECT lpad(to_hex(extract(epoch FROM t)::bigint), 8, '0') || lpad(to_hex(i), 16, '0'),
+       t, 'comm-' || (i % 100000), i % 5, CASE WHEN i % 3 = 0 THEN 'inbound' ELSE 'outbound' END,
+       'user-' || (i % 500), 'rc-' || (i % 50), i % 12, 'ref-' || (i % greatest(:n / 20, 1)),
+       'R-' || i, i % 10 = 0, 'imap-' || (i % 7), 'agent-' || (i % 300), 'org-' || (i % 20),
+       t, t + interval '5 minutes', i % 50 = 0, i % 2 = 0,
+       'cust-' || (i % greatest(:n / 1000, 1)), 'ent-' || (i % 2000), i % 25 = 0
+FROM generate_series(1, :n) AS i,
+     LATERAL (SELECT date_trunc('second', now()) - (:n - i) * interval '1 minute' AS t) AS times;
+
+INSERT INTO message_attachments (message_id, ordinal, attachment_id)
+SELECT id, k, 'att-' || substr(id, 17) || '-' || k
+FROM messages, generate_series(0, 2) AS k;
+
+INSERT INTO message_key_values (message_id, channel, ordinal, keys_text, values_text, queryparam)
+SELECT id, 'read_map', k, 'user-' || k, 'read', k = 0
+FROM messages, generate_series(0, 1) AS k
+UNION ALL
+SELECT id, channel, 0, 'to', 'value-' || substr(id, 17), false
+FROM messages, unnest(ARRAY['email', 'sms', 'api', 'beep']) AS channel;
+COMMIT;
+ANALYZE messages;
+ANALYZE message_attachments;
+ANALYZE message_key_values;

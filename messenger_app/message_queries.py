@@ -1,0 +1,211 @@
+"""The SQL behind the messages resource. A read is one statement: the message rows with
+their attachment ids and key/value objects aggregated by correlated subqueries. A write is
+one transaction of a few statements. Requests run on an autocommit connection (no BEGIN or
+ROLLBACK round trips for reads); `db.transaction()` wraps the writes that need one."""
+import operator
+from collections.abc import Iterable
+from functools import cache
+
+import orjson
+from sqlalchemy import (
+    Connection, Select, bindparam, delete, func, insert, literal_column, select, text, update,
+)
+
+from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message
+from .schemas import MESSAGE_FIELDS, render_message
+
+messages = Message.__table__
+attachments = Attachment.__table__
+key_values = KeyValue.__table__
+m = messages.alias("m")
+
+SCALAR_FIELDS = tuple(name for name in MESSAGE_FIELDS if name in messages.c)
+FIELD_CHANNELS = {field: channel for channel, field in CHANNEL_FIELDS.items()}
+COMPARISONS = {"": operator.eq, "gte": operator.ge, "gt": operator.gt, "lte": operator.le,
+               "lt": operator.lt}
+
+# JSON text of each message's children, in order, as SQL for each database; {table} is
+# the table (or alias) of the messages they belong to.
+CHILDREN_SQL = {
+    "postgresql": (
+        "(SELECT json_agg(a.attachment_id ORDER BY a.ordinal)::text"
+        " FROM message_attachments a WHERE a.message_id = {table}.id)",
+        "(SELECT json_agg(json_build_array(k.channel, k.keys_text, k.values_text, k.queryparam)"
+        " ORDER BY k.channel, k.ordinal)::text"
+        " FROM message_key_values k WHERE k.message_id = {table}.id)",
+    ),
+    "sqlite": (  # SQLite before 3.44 has no ORDER BY inside an aggregate
+        "(SELECT json_group_array(attachment_id) FROM (SELECT attachment_id"
+        " FROM message_attachments WHERE message_id = {table}.id ORDER BY ordinal))",
+        "(SELECT json_group_array(json_array(channel, keys_text, values_text, queryparam))"
+        " FROM (SELECT * FROM message_key_values WHERE message_id = {table}.id"
+        " ORDER BY channel, ordinal))",
+    ),
+}
+
+
+def read_columns(dialect: str, source=m) -> list:
+    """The columns that `message_from_row` turns into a message, read from `source`."""
+    children = CHILDREN_SQL[dialect]
+    return [*(source.c[name] for name in SCALAR_FIELDS),
+            *(literal_column(sql.format(table=source.name)) for sql in children)]
+
+
+def message_from_row(row) -> dict:
+    *scalars, attachment_ids, children = row
+    values = dict(zip(SCALAR_FIELDS, scalars))
+    values["attachment_ids"] = orjson.loads(attachment_ids) if attachment_ids else []
+    values.update(dict.fromkeys(FIELD_CHANNELS))
+    read_map = values["message_read_map"] = []
+    for channel, keys, values_text, queryparam in orjson.loads(children) if children else ():
+        item = {"keys": keys, "values": values_text, "queryparam": bool(queryparam)}
+        if channel == "read_map":
+            read_map.append(item)
+        else:
+            values[CHANNEL_FIELDS[channel]] = item
+    return render_message(values)
+
+
+# --- Scope, filters, order --------------------------------------------------------------
+
+def in_scope(statement, table, organization: str | None):
+    """Only the messages of `organization`; None: every organization's."""
+    return statement if organization is None else statement.where(table.c.organization == organization)
+
+
+def filtered(statement, table, filters: dict):
+    """`field=value` and `field__gte=value` style filters (`id__lt` too, for cursors)."""
+    for param, value in filters.items():
+        name, _, comparison = param.partition("__")
+        statement = statement.where(COMPARISONS[comparison](table.c[name], value))
+    return statement
+
+
+def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
+    """ORDER BY (field, descending) terms. Nulls sort lowest on both databases, as in MongoDB."""
+    return statement.order_by(*(
+        table.c[name].desc().nulls_last() if descending else table.c[name].asc().nulls_first()
+        for name, descending in terms
+    ))
+
+
+# --- Reads ------------------------------------------------------------------------------
+
+@cache
+def read_message_statement(dialect: str, scoped: bool) -> Select:
+    statement = select(*read_columns(dialect)).where(m.c.id == bindparam("message_id"))
+    return statement.where(m.c.organization == bindparam("organization")) if scoped else statement
+
+
+def read_message(connection: Connection, message_id: str, organization: str | None) -> dict | None:
+    statement = read_message_statement(connection.dialect.name, organization is not None)
+    row = connection.execute(statement, {"message_id": message_id,
+                                         "organization": organization}).first()
+    return None if row is None else message_from_row(row)
+
+
+def matching(columns, filters: dict, organization: str | None) -> Select:
+    """SELECT columns of the messages that a list request asks for."""
+    return filtered(in_scope(select(*columns), messages, organization), messages, filters)
+
+
+def count_messages(connection: Connection, filters: dict, organization: str | None) -> int:
+    return connection.scalar(matching([func.count()], filters, organization))
+
+
+def read_page(connection: Connection, filters: dict, organization: str | None,
+              terms: list[tuple[str, bool]], limit: int, offset: int = 0) -> list[dict]:
+    """One page of messages. The page is chosen in a subquery, so that children are
+    aggregated only for the rows returned, not for the rows an OFFSET skips."""
+    page = ordered(matching([messages], filters, organization), messages, terms)
+    page = page.limit(limit).offset(offset).subquery("m")
+    statement = ordered(select(*read_columns(connection.dialect.name, page)), page, terms)
+    return [message_from_row(row) for row in connection.execute(statement)]
+
+
+# --- Writes -----------------------------------------------------------------------------
+
+# Child rows go in as one JSON array per table, unpacked by the database: one cached
+# statement whatever the number of rows. Per database, with :message_id and :items.
+INSERT_CHILDREN_SQL = {
+    "postgresql": (
+        "INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
+        " SELECT :message_id, ordinality - 1, value"
+        " FROM json_array_elements_text(CAST(:items AS json)) WITH ORDINALITY",
+        "INSERT INTO message_key_values"
+        " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
+        " SELECT :message_id, item->>0, CAST(item->>1 AS integer), item->>2, item->>3,"
+        " CAST(item->>4 AS boolean) FROM json_array_elements(CAST(:items AS json)) AS item",
+    ),
+    "sqlite": (
+        "INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
+        " SELECT :message_id, key, value FROM json_each(:items)",
+        "INSERT INTO message_key_values"
+        " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
+        " SELECT :message_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+        " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]')"
+        " FROM json_each(:items)",
+    ),
+}
+
+
+def replace_children(connection: Connection, message_id: str, fields: dict,
+                     existing: bool) -> None:
+    """Store the lists and key/value objects in `fields`, replacing those of the message."""
+    insert_attachments, insert_key_values = INSERT_CHILDREN_SQL[connection.dialect.name]
+    if "attachment_ids" in fields:
+        if existing:
+            connection.execute(delete(attachments).where(attachments.c.message_id == message_id))
+        if fields["attachment_ids"]:
+            connection.execute(text(insert_attachments), {
+                "message_id": message_id, "items": orjson.dumps(fields["attachment_ids"]).decode()})
+    channels = [channel for field, channel in FIELD_CHANNELS.items() if field in fields]
+    if not channels:
+        return
+    if existing:
+        connection.execute(delete(key_values).where(key_values.c.message_id == message_id,
+                                                    key_values.c.channel.in_(channels)))
+    items = [
+        (channel, i, item["keys"], item["values"], item["queryparam"])
+        for channel in channels
+        for i, item in enumerate(key_value_items(fields[CHANNEL_FIELDS[channel]]))
+    ]
+    if items:
+        connection.execute(text(insert_key_values),
+                           {"message_id": message_id, "items": orjson.dumps(items).decode()})
+
+
+def key_value_items(value) -> list:
+    """`message_read_map` is a list already; a `*_data` object is one item or none."""
+    if isinstance(value, list):
+        return value
+    return [] if value is None else [value]
+
+
+def insert_message(connection: Connection, fields: dict) -> None:
+    """Insert a complete message: `fields` has every field of the schema."""
+    connection.execute(insert(messages).values({name: fields[name] for name in SCALAR_FIELDS}))
+    replace_children(connection, fields["id"], fields, existing=False)
+
+
+def update_message(connection: Connection, message_id: str, fields: dict,
+                   organization: str | None) -> dict | None:
+    """Set the fields sent and return the message, or None when there is no such message.
+    The UPDATE comes first: it finds (and locks) the row before any child row changes."""
+    scalars = {name: value for name, value in fields.items() if name in messages.c}
+    target = update(messages).where(messages.c.id == message_id).values(scalars)
+    target = in_scope(target, messages, organization)
+    if not any(field in fields for field in ("attachment_ids", *FIELD_CHANNELS)):
+        row = connection.execute(target.returning(*read_columns(connection.dialect.name, messages))).first()
+        return None if row is None else message_from_row(row)
+    if connection.execute(target.returning(messages.c.id)).first() is None:
+        return None
+    replace_children(connection, message_id, fields, existing=True)
+    return read_message(connection, message_id, None)
+
+
+def delete_message(connection: Connection, message_id: str, organization: str | None) -> bool:
+    """Delete a message; its child rows go with it (ON DELETE CASCADE)."""
+    statement = in_scope(delete(messages).where(messages.c.id == message_id), messages,
+                         organization)
+    return connection.execute(statement).rowcount > 0

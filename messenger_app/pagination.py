@@ -1,0 +1,87 @@
+"""List responses: page mode (`page`: X-Pagination and Link first/prev/next/last) and cursor
+mode (`cursor`: Link next only, keyset on the immutable id)."""
+import base64
+import binascii
+import json
+import re
+from urllib.parse import urlencode
+
+import orjson
+from flask import Response, request, url_for
+from flask_smorest import Blueprint, abort
+
+from . import message_queries as queries
+from .extensions import db
+
+NEWEST_FIRST = [("creation_time", True)]
+CURSOR_START = "*"
+OBJECT_ID = re.compile("[0-9a-f]{24}")
+
+
+def page_response(args: dict, organization: str | None) -> Response:
+    filters = dict(args)
+    page_size = filters.pop("page_size")
+    page = filters.pop("page", None)
+    cursor = filters.pop("cursor", None)
+    ordering = filters.pop("ordering", None)
+    if cursor is None:
+        return numbered_page(filters, organization, ordering or NEWEST_FIRST, page or 1, page_size)
+    if page is not None:
+        abort(422, errors={"query": {"page": ["Use either page or cursor, not both."]}})
+    return cursor_page(filters, organization, ordering, cursor, page_size)
+
+
+def numbered_page(filters, organization, ordering, page: int, page_size: int) -> Response:
+    if all(name != "id" for name, _ in ordering):
+        ordering = [*ordering, ("id", ordering[0][1])]  # a total order: stable pages
+    connection = db.connection()
+    total = queries.count_messages(connection, filters, organization)
+    items = queries.read_page(connection, filters, organization, ordering, page_size,
+                              (page - 1) * page_size)
+    metadata = Blueprint._make_pagination_metadata(page, page_size, total)
+    links = {"first": metadata.get("first_page"), "prev": metadata.get("previous_page"),
+             "next": metadata.get("next_page"), "last": metadata.get("last_page")}
+    headers = {"X-Pagination": json.dumps(metadata)}
+    link = link_header({rel: {"page": n} for rel, n in links.items() if n})
+    if link:
+        headers["Link"] = link
+    return Response(orjson.dumps(items), 200, headers, mimetype="application/json")
+
+
+def cursor_page(filters, organization, ordering, cursor: str, page_size: int) -> Response:
+    if ordering and (len(ordering) > 1 or ordering[0][0] != "id"):
+        abort(422, errors={"query": {"ordering": ["Cursor mode orders by id or -id only."]}})
+    descending = ordering[0][1] if ordering else True
+    if cursor != CURSOR_START:
+        filters[f"id__{'lt' if descending else 'gt'}"] = decode_cursor(cursor)
+    items = queries.read_page(db.connection(), filters, organization, [("id", descending)],
+                              page_size + 1)
+    headers = {}
+    if len(items) > page_size:
+        items.pop()
+        headers["Link"] = link_header({"next": {"cursor": encode_cursor(items[-1]["id"])}})
+    return Response(orjson.dumps(items), 200, headers, mimetype="application/json")
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        after = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
+        if isinstance(after, str) and OBJECT_ID.fullmatch(after):
+            return after
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        pass
+    abort(422, errors={"query": {"cursor": ["Not a cursor from a Link header, nor `*`."]}})
+
+
+def link_header(pages: dict[str, dict]) -> str:
+    """RFC 8288 links to this list with some query parameters replaced, by relation."""
+    base = url_for(request.endpoint, _external=True)
+    links = []
+    for rel, replaced in pages.items():
+        params = [(k, v) for k, v in request.args.items(multi=True) if k not in replaced]
+        links.append(f'<{base}?{urlencode([*params, *replaced.items()])}>; rel="{rel}"')
+    return ", ".join(links)
