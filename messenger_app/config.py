@@ -8,6 +8,8 @@ DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'instance' / 'messenger.db'}"
 
 class Config:
     DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    # Page mode counts matches up to this many; past it, X-Pagination has no total.
+    LIST_COUNT_LIMIT = int(os.environ.get("LIST_COUNT_LIMIT", "10000"))
 
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"

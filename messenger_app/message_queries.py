@@ -82,9 +82,10 @@ def filtered(statement, table, filters: dict):
 
 
 def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
-    """ORDER BY (field, descending) terms. Nulls sort lowest on both databases, as in MongoDB."""
+    """ORDER BY (field, descending) terms. Nulls sort after every value on both databases,
+    as PostgreSQL sorts them (so its plain DESC indexes serve newest-first lists)."""
     return statement.order_by(*(
-        table.c[name].desc().nulls_last() if descending else table.c[name].asc().nulls_first()
+        table.c[name].desc().nulls_first() if descending else table.c[name].asc().nulls_last()
         for name, descending in terms
     ))
 
@@ -94,13 +95,12 @@ def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
 @cache
 def read_message_statement(dialect: str, scoped: bool) -> Select:
     statement = select(*read_columns(dialect)).where(m.c.id == bindparam("message_id"))
-    return statement.where(m.c.organization == bindparam("organization")) if scoped else statement
+    return with_scope(statement, m, scoped)
 
 
 def read_message(connection: Connection, message_id: str, organization: str | None) -> dict | None:
     statement = read_message_statement(connection.dialect.name, organization is not None)
-    row = connection.execute(statement, {"message_id": message_id,
-                                         "organization": organization}).first()
+    row = connection.execute(statement, {"message_id": message_id, "scope": organization}).first()
     return None if row is None else message_from_row(row)
 
 
@@ -109,8 +109,11 @@ def matching(columns, filters: dict, organization: str | None) -> Select:
     return filtered(in_scope(select(*columns), messages, organization), messages, filters)
 
 
-def count_messages(connection: Connection, filters: dict, organization: str | None) -> int:
-    return connection.scalar(matching([func.count()], filters, organization))
+def count_messages(connection: Connection, filters: dict, organization: str | None,
+                   limit: int) -> int:
+    """How many messages match, counting no further than `limit`."""
+    matches = matching([messages.c.id], filters, organization).limit(limit).subquery()
+    return connection.scalar(select(func.count()).select_from(matches))
 
 
 def read_page(connection: Connection, filters: dict, organization: str | None,
@@ -127,51 +130,79 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
 
 # Child rows go in as one JSON array per table, unpacked by the database: one cached
 # statement whatever the number of rows. Per database, with :message_id and :items.
-INSERT_CHILDREN_SQL = {
+INSERT_CHILDREN = {
     "postgresql": (
-        "INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
-        " SELECT :message_id, ordinality - 1, value"
-        " FROM json_array_elements_text(CAST(:items AS json)) WITH ORDINALITY",
-        "INSERT INTO message_key_values"
-        " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
-        " SELECT :message_id, item->>0, CAST(item->>1 AS integer), item->>2, item->>3,"
-        " CAST(item->>4 AS boolean) FROM json_array_elements(CAST(:items AS json)) AS item",
+        text("INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
+             " SELECT :message_id, ordinality - 1, value"
+             " FROM json_array_elements_text(CAST(:items AS json)) WITH ORDINALITY"),
+        text("INSERT INTO message_key_values"
+             " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
+             " SELECT :message_id, item->>0, CAST(item->>1 AS integer), item->>2, item->>3,"
+             " CAST(item->>4 AS boolean) FROM json_array_elements(CAST(:items AS json)) AS item"),
     ),
     "sqlite": (
-        "INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
-        " SELECT :message_id, key, value FROM json_each(:items)",
-        "INSERT INTO message_key_values"
-        " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
-        " SELECT :message_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-        " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]')"
-        " FROM json_each(:items)",
+        text("INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
+             " SELECT :message_id, key, value FROM json_each(:items)"),
+        text("INSERT INTO message_key_values"
+             " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
+             " SELECT :message_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+             " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+             " json_extract(value, '$[4]') FROM json_each(:items)"),
     ),
 }
+# Statements are built once: building one costs more than running it.
+INSERT_MESSAGE = insert(messages)  # the columns are those of the parameters
+DELETE_ATTACHMENTS = delete(attachments).where(attachments.c.message_id == bindparam("message_id"))
+DELETE_KEY_VALUES = delete(key_values).where(
+    key_values.c.message_id == bindparam("message_id"),
+    key_values.c.channel.in_(bindparam("channels", expanding=True)),
+)
+
+
+def with_scope(statement, table, scoped: bool):
+    """`in_scope` for a statement built once: the organization is the :scope parameter."""
+    return statement.where(table.c.organization == bindparam("scope")) if scoped else statement
+
+
+@cache
+def update_statement(dialect: str, scoped: bool, return_message: bool):
+    """UPDATE messages SET <the parameters' columns> WHERE id = :message_id [AND scope],
+    returning the whole message or only its id."""
+    statement = with_scope(update(messages).where(messages.c.id == bindparam("message_id")),
+                           messages, scoped)
+    if return_message:
+        return statement.returning(*read_columns(dialect, messages))
+    return statement.returning(messages.c.id)
+
+
+@cache
+def delete_statement(scoped: bool):
+    return with_scope(delete(messages).where(messages.c.id == bindparam("message_id")),
+                      messages, scoped)
 
 
 def replace_children(connection: Connection, message_id: str, fields: dict,
                      existing: bool) -> None:
     """Store the lists and key/value objects in `fields`, replacing those of the message."""
-    insert_attachments, insert_key_values = INSERT_CHILDREN_SQL[connection.dialect.name]
+    insert_attachments, insert_key_values = INSERT_CHILDREN[connection.dialect.name]
     if "attachment_ids" in fields:
         if existing:
-            connection.execute(delete(attachments).where(attachments.c.message_id == message_id))
+            connection.execute(DELETE_ATTACHMENTS, {"message_id": message_id})
         if fields["attachment_ids"]:
-            connection.execute(text(insert_attachments), {
+            connection.execute(insert_attachments, {
                 "message_id": message_id, "items": orjson.dumps(fields["attachment_ids"]).decode()})
     channels = [channel for field, channel in FIELD_CHANNELS.items() if field in fields]
     if not channels:
         return
     if existing:
-        connection.execute(delete(key_values).where(key_values.c.message_id == message_id,
-                                                    key_values.c.channel.in_(channels)))
+        connection.execute(DELETE_KEY_VALUES, {"message_id": message_id, "channels": channels})
     items = [
         (channel, i, item["keys"], item["values"], item["queryparam"])
         for channel in channels
         for i, item in enumerate(key_value_items(fields[CHANNEL_FIELDS[channel]]))
     ]
     if items:
-        connection.execute(text(insert_key_values),
+        connection.execute(insert_key_values,
                            {"message_id": message_id, "items": orjson.dumps(items).decode()})
 
 
@@ -184,7 +215,7 @@ def key_value_items(value) -> list:
 
 def insert_message(connection: Connection, fields: dict) -> None:
     """Insert a complete message: `fields` has every field of the schema."""
-    connection.execute(insert(messages).values({name: fields[name] for name in SCALAR_FIELDS}))
+    connection.execute(INSERT_MESSAGE, {name: fields[name] for name in SCALAR_FIELDS})
     replace_children(connection, fields["id"], fields, existing=False)
 
 
@@ -192,20 +223,19 @@ def update_message(connection: Connection, message_id: str, fields: dict,
                    organization: str | None) -> dict | None:
     """Set the fields sent and return the message, or None when there is no such message.
     The UPDATE comes first: it finds (and locks) the row before any child row changes."""
-    scalars = {name: value for name, value in fields.items() if name in messages.c}
-    target = update(messages).where(messages.c.id == message_id).values(scalars)
-    target = in_scope(target, messages, organization)
-    if not any(field in fields for field in ("attachment_ids", *FIELD_CHANNELS)):
-        row = connection.execute(target.returning(*read_columns(connection.dialect.name, messages))).first()
+    params = {name: value for name, value in fields.items() if name in messages.c}
+    params |= {"message_id": message_id, "scope": organization}
+    children = any(field in fields for field in ("attachment_ids", *FIELD_CHANNELS))
+    statement = update_statement(connection.dialect.name, organization is not None, not children)
+    row = connection.execute(statement, params).first()
+    if row is None or not children:
         return None if row is None else message_from_row(row)
-    if connection.execute(target.returning(messages.c.id)).first() is None:
-        return None
     replace_children(connection, message_id, fields, existing=True)
     return read_message(connection, message_id, None)
 
 
 def delete_message(connection: Connection, message_id: str, organization: str | None) -> bool:
     """Delete a message; its child rows go with it (ON DELETE CASCADE)."""
-    statement = in_scope(delete(messages).where(messages.c.id == message_id), messages,
-                         organization)
-    return connection.execute(statement).rowcount > 0
+    result = connection.execute(delete_statement(organization is not None),
+                                {"message_id": message_id, "scope": organization})
+    return result.rowcount > 0

@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, DateTime, ForeignKey, Integer, MetaData, String, Text,
+    Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
     TypeDecorator, false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -106,6 +106,16 @@ class Message(Base):
     is_description: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (CheckConstraint("length(id) = 24", name="id_length"),)
+
+
+# The access paths of lists (see migration 0002): newest first, overall and per
+# organization (also serving time ranges), cursors per organization, and exact filters.
+Index("ix_messages_creation_time_id", Message.creation_time.desc(), Message.id.desc())
+Index("ix_messages_organization_creation_time_id", Message.organization,
+      Message.creation_time.desc(), Message.id.desc())
+Index("ix_messages_organization_id", Message.organization, Message.id)
+for _column in ("ref_id", "customer_id", "communication_id", "user_id"):
+    Index(f"ix_messages_{_column}", Message.__table__.c[_column])
 
 
 class Attachment(Base):

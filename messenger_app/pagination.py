@@ -7,7 +7,7 @@ import re
 from urllib.parse import urlencode
 
 import orjson
-from flask import Response, request, url_for
+from flask import Response, current_app, request, url_for
 from flask_smorest import Blueprint, abort
 
 from . import message_queries as queries
@@ -35,10 +35,19 @@ def numbered_page(filters, organization, ordering, page: int, page_size: int) ->
     if all(name != "id" for name, _ in ordering):
         ordering = [*ordering, ("id", ordering[0][1])]  # a total order: stable pages
     connection = db.connection()
-    total = queries.count_messages(connection, filters, organization)
-    items = queries.read_page(connection, filters, organization, ordering, page_size,
-                              (page - 1) * page_size)
-    metadata = Blueprint._make_pagination_metadata(page, page_size, total)
+    offset = (page - 1) * page_size
+    # Counting all matches would cost more than the page itself on a large table, so the
+    # count stops past this page and past LIST_COUNT_LIMIT; beyond, no total is given.
+    enough = max(current_app.config["LIST_COUNT_LIMIT"], offset + page_size)
+    counted = queries.count_messages(connection, filters, organization, enough + 1)
+    items = queries.read_page(connection, filters, organization, ordering, page_size, offset)
+    if counted <= enough:
+        metadata = Blueprint._make_pagination_metadata(page, page_size, counted)
+    else:
+        metadata = {"first_page": 1, "page": page, "previous_page": page - 1,
+                    "next_page": page + 1}
+        if page == 1:
+            del metadata["previous_page"]
     links = {"first": metadata.get("first_page"), "prev": metadata.get("previous_page"),
              "next": metadata.get("next_page"), "last": metadata.get("last_page")}
     headers = {"X-Pagination": json.dumps(metadata)}

@@ -150,12 +150,13 @@ def test_ordering_by_several_fields(client, acme):
     assert ids(client.get(f"{SMS}?ordering=-msg_type,module_id", headers=acme)) == [b, a, c]
 
 
-def test_nulls_sort_lowest(client, acme):
-    low = create(client, acme, {"msg_type": None})["id"]
-    high = create(client, acme, {"msg_type": 1})["id"]
+def test_nulls_sort_after_every_value(client, acme):
+    null = create(client, acme, {"msg_type": None, "creation_time": None})["id"]
+    one = create(client, acme, {"msg_type": 1})["id"]
 
-    assert ids(client.get(f"{SMS}?ordering=msg_type", headers=acme)) == [low, high]
-    assert ids(client.get(f"{SMS}?ordering=-msg_type", headers=acme)) == [high, low]
+    assert ids(client.get(f"{SMS}?ordering=msg_type", headers=acme)) == [one, null]
+    assert ids(client.get(f"{SMS}?ordering=-msg_type", headers=acme)) == [null, one]
+    assert ids(client.get(SMS, headers=acme)) == [null, one]
 
 
 @pytest.mark.parametrize("query", [
