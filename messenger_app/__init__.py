@@ -15,6 +15,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
 
     db.init_app(app)
+    app.extensions["api_key_cache"] = auth.KeyCache()
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
     api.init_app(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)

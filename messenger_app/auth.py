@@ -1,12 +1,18 @@
 """How a request becomes an API key, and the `flask api-key` commands that manage keys."""
+import logging
+import os
+import time
+
 import click
-from flask import Blueprint, g
-from flask import request
+import psycopg
+from flask import Blueprint, current_app, g, request
 from flask_smorest import abort
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 
 from .extensions import db
 from .models import ApiKey, utcnow
+
+log = logging.getLogger(__name__)
 
 # Besides the bare key (as the original service took it), these scheme words, in any case.
 SCHEMES = {"token", "bearer", "api-key"}
@@ -27,10 +33,73 @@ KEY_BY_DIGEST = (
 )
 
 
+class KeyCache:
+    """Key lookups cached in each process, on PostgreSQL. A trigger NOTIFYs
+    `api_keys_changed` on every change to api_keys (migration 0003); each process LISTENs
+    on a connection of its own and empties its cache whenever told, so a revoked key is
+    refused as soon as the notification arrives, without a query per request. While it
+    is not listening (SQLite; the listening connection lost), it does not cache."""
+
+    CHANNEL = "api_keys_changed"
+    RETRY_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Row] = {}
+        self.listener = None
+        self.pid = None
+        self.next_attempt = 0.0
+
+    def lookup(self, digest: str) -> Row | None:
+        if not self._listening():
+            return self._query(digest)
+        self._drain()
+        key = self.keys.get(digest)
+        if key is None:
+            key = self._query(digest)
+            if key is not None and not self._drain():  # nothing changed while we looked
+                self.keys[digest] = key
+        return key
+
+    @staticmethod
+    def _query(digest: str) -> Row | None:
+        return db.connection().execute(KEY_BY_DIGEST, {"digest": digest}).first()
+
+    def _listening(self) -> bool:
+        if self.listener is not None and self.pid == os.getpid():
+            return True
+        if db.engine.dialect.name != "postgresql" or time.monotonic() < self.next_attempt:
+            return False
+        self.next_attempt = time.monotonic() + self.RETRY_SECONDS
+        try:
+            url = db.engine.url.set(drivername="postgresql")
+            listener = psycopg.connect(url.render_as_string(hide_password=False),
+                                       autocommit=True, connect_timeout=5)
+            listener.execute(f"LISTEN {self.CHANNEL}")
+        except Exception:  # noqa: BLE001 - no cache until the database answers again
+            log.warning("Can't listen for API key changes; keys are looked up each time.",
+                        exc_info=True)
+            return False
+        self.listener, self.pid = listener, os.getpid()
+        self.keys.clear()
+        return True
+
+    def _drain(self) -> bool:
+        """Read pending notifications, emptying the cache if there were any (or if the
+        listening connection is gone). Returns whether it emptied the cache."""
+        try:
+            changed = any(True for _ in self.listener.notifies(timeout=0))
+        except psycopg.Error:
+            self.listener = None
+            changed = True
+        if changed:
+            self.keys.clear()
+        return changed
+
+
 def authenticate() -> None:
     """Before every request under /ux/: a valid, unrevoked key, or 401."""
     secret = secret_from_header(request.headers.get("Authorization", ""))
-    key = secret and db.connection().execute(KEY_BY_DIGEST, {"digest": ApiKey.digest(secret)}).first()
+    key = secret and current_app.extensions["api_key_cache"].lookup(ApiKey.digest(secret))
     if not key:
         abort(
             401,

@@ -1,4 +1,5 @@
 """Extensions created unbound at import time and bound to an app by the factory."""
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,30 +31,36 @@ api = Api()
 
 
 class Database:
-    """One engine per app (so per process). A request gets one connection, in autocommit
-    mode so that reads cost no BEGIN/ROLLBACK round trips; `transaction()` makes the
-    statements of a write commit together. Commands use an ORM session."""
+    """One engine per app (so per process), and one connection per thread, kept across
+    requests (taking a connection from the pool and giving it back costs more than a
+    query). It is in autocommit mode, so reads cost no BEGIN/ROLLBACK round trips;
+    `transaction()` makes the statements of a write commit together. Commands use an ORM
+    session."""
 
     def init_app(self, app) -> None:
-        app.extensions["database"] = make_engine(app.config["DATABASE_URL"])
-        app.teardown_appcontext(self._close)
+        app.extensions["database"] = (make_engine(app.config["DATABASE_URL"]), threading.local())
+        app.teardown_appcontext(self._end_request)
 
     @property
     def engine(self) -> Engine:
-        return current_app.extensions["database"]
+        return current_app.extensions["database"][0]
 
     def connection(self) -> Connection:
-        if "db_connection" not in g:
-            g.db_connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return g.db_connection
+        engine, local = current_app.extensions["database"]
+        if getattr(local, "connection", None) is None:
+            local.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return local.connection
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         connection = self.connection()
-        connection.commit()  # closes SQLAlchemy's autobegun autocommit "transaction"; no I/O
+        connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
         connection.execution_options(isolation_level=connection.default_isolation_level)
-        with connection.begin():
-            yield connection
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def session(self) -> Session:
@@ -62,11 +69,13 @@ class Database:
         return g.db_session
 
     @staticmethod
-    def _close(_exc) -> None:
-        for name in ("db_connection", "db_session"):
-            resource = g.pop(name, None)
-            if resource is not None:
-                resource.close()
+    def _end_request(_exc) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+        connection = getattr(current_app.extensions["database"][1], "connection", None)
+        if connection is not None and (connection.in_transaction() or connection.invalidated):
+            connection.rollback()  # a no-op in autocommit mode; resets a broken connection
 
 
 def make_engine(url: str) -> Engine:

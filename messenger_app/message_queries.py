@@ -219,13 +219,17 @@ def insert_message(connection: Connection, fields: dict) -> None:
     replace_children(connection, fields["id"], fields, existing=False)
 
 
+def changes_children(fields: dict) -> bool:
+    return any(field in fields for field in ("attachment_ids", *FIELD_CHANNELS))
+
+
 def update_message(connection: Connection, message_id: str, fields: dict,
                    organization: str | None) -> dict | None:
     """Set the fields sent and return the message, or None when there is no such message.
     The UPDATE comes first: it finds (and locks) the row before any child row changes."""
     params = {name: value for name, value in fields.items() if name in messages.c}
     params |= {"message_id": message_id, "scope": organization}
-    children = any(field in fields for field in ("attachment_ids", *FIELD_CHANNELS))
+    children = changes_children(fields)
     statement = update_statement(connection.dialect.name, organization is not None, not children)
     row = connection.execute(statement, params).first()
     if row is None or not children:

@@ -2,6 +2,8 @@
 
 The views validate with the marshmallow schemas (which also document them) and answer with
 messages rendered straight from SQL rows (see message_queries)."""
+from contextlib import nullcontext
+
 import orjson
 from flask import Response, url_for
 from flask.views import MethodView
@@ -73,7 +75,9 @@ def update(message_id: str, fields: dict) -> Response:
     if "organization" in fields:
         require_organization_access(fields["organization"])
     fields.setdefault("last_update_time", utcnow())
-    with db.transaction() as connection:
+    # Scalar fields only: one UPDATE ... RETURNING, atomic on its own.
+    single = not queries.changes_children(fields)
+    with nullcontext(db.connection()) if single else db.transaction() as connection:
         message = queries.update_message(connection, message_id, fields, key_scope())
     if message is None:
         not_found()
