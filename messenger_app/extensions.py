@@ -74,8 +74,8 @@ class Database:
         if session is not None:
             session.close()
         connection = getattr(current_app.extensions["database"][1], "connection", None)
-        if connection is not None and (connection.in_transaction() or connection.invalidated):
-            connection.rollback()  # a no-op in autocommit mode; resets a broken connection
+        if connection is not None and connection.invalidated:
+            connection.rollback()  # lets the next request reconnect
 
 
 def make_engine(url: str) -> Engine:

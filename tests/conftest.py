@@ -5,6 +5,7 @@ is dropped and created anew for each run. Where PostgreSQL can't be reached its 
 skipped, except with CI set, where they fail.
 """
 import os
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -138,3 +139,13 @@ def count_statements(app):
             event.remove(engine, "before_cursor_execute", count)
 
     return counting
+
+
+def assert_refused_from_now_on(client, headers) -> None:
+    """A revoked key: refused within moments (on PostgreSQL, once the change notification
+    reached this process, well under a millisecond), then always."""
+    deadline = time.monotonic() + 2
+    while client.get(SMS, headers=headers).status_code != 401:
+        assert time.monotonic() < deadline, "the revoked key is still accepted"
+        time.sleep(0.01)
+    assert all(client.get(SMS, headers=headers).status_code == 401 for _ in range(5))

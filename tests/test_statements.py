@@ -1,0 +1,74 @@
+"""What each request costs in SQL statements: a constant, whatever the page size, and no
+key lookup once a PostgreSQL process has cached the key."""
+import pytest
+from sqlalchemy import text
+
+from conftest import SMS, assert_refused_from_now_on
+from messenger_app.extensions import db
+from test_messages import create, full_message, url
+
+
+@pytest.fixture
+def key_lookups(backend) -> int:
+    """Statements the key lookup adds: none once cached (PostgreSQL), one otherwise."""
+    return 0 if backend == "postgresql" else 1
+
+
+@pytest.fixture
+def warm(client, acme):
+    """Messages to work on, and a key its process has looked up once already."""
+    return [create(client, acme, full_message())["id"] for _ in range(30)]
+
+
+@pytest.mark.parametrize("query, statements", [
+    ("", 2), ("page_size=1", 2), ("page_size=30", 2), ("page=2&page_size=10", 2),
+    ("ref_id=ticket-42&ordering=-msg_type&page_size=30", 2),
+    ("cursor=*&page_size=1", 1), ("cursor=*&page_size=30", 1),
+])
+def test_a_list_costs_the_same_statements_whatever_its_size(
+        client, acme, warm, count_statements, key_lookups, query, statements):
+    with count_statements() as counted:
+        response = client.get(f"{SMS}?{query}", headers=acme)
+
+    assert response.status_code == 200 and response.get_json()
+    assert counted[0] == statements + key_lookups  # count and page; page alone for a cursor
+
+
+@pytest.mark.parametrize("method, body, statements", [
+    ("get", None, 1),
+    ("patch", {"ref_id": "x"}, 1),  # UPDATE ... RETURNING the message
+    ("put", {"ref_id": "x", "is_deleted": True}, 1),
+    # UPDATE, then each list: DELETE + INSERT, then SELECT the message
+    ("patch", {"attachment_ids": ["a"], "sms_data": {"keys": "k"}, "message_read_map": []}, 6),
+    ("delete", None, 1),
+])
+def test_one_message_costs_constant_statements(
+        client, acme, warm, count_statements, key_lookups, method, body, statements):
+    with count_statements() as counted:
+        response = getattr(client, method)(url(warm[0]), json=body, headers=acme)
+
+    assert response.status_code < 300
+    assert counted[0] == statements + key_lookups
+
+
+@pytest.mark.parametrize("body, statements", [
+    ({}, 1), ({"ref_id": "r"}, 1), ({"attachment_ids": ["a"]}, 2),
+    (full_message(), 3),  # the message, its attachment ids, its key/value objects
+])
+def test_a_create_costs_constant_statements(client, acme, warm, count_statements,
+                                            key_lookups, body, statements):
+    with count_statements() as counted:
+        assert client.post(SMS, json=body, headers=acme).status_code == 201
+
+    assert counted[0] == statements + key_lookups
+
+
+def test_a_key_revoked_in_sql_is_refused_without_a_restart(app, client, acme, warm):
+    """A DBA revoking by hand: the trigger's NOTIFY empties every process's cache."""
+    assert client.get(SMS, headers=acme).status_code == 200
+
+    with app.app_context():
+        db.session.execute(text("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP"))
+        db.session.commit()
+
+    assert_refused_from_now_on(client, acme)
