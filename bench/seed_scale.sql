@@ -1,4 +1,5 @@
--- Bulk-seed :n messages (psql -v n=1000000) with their children, without the API.
+-- Bulk-seed :n messages (psql -v n=1000000) with their children, without the API, then
+-- VACUUM ANALYZE as autovacuum would (visibility map for index-only counts, statistics).
 -- Shapes scale with n, so that a filter matches as many rows at any size:
 -- 20 organizations, n/20 ref_ids (20 messages each), n/1000 customers (1000 each),
 -- one message per minute of creation time ending now, ids ObjectId-like and time-ordered.
@@ -28,6 +29,6 @@ UNION ALL
 SELECT id, channel, 0, 'to', 'value-' || substr(id, 17), false
 FROM messages, unnest(ARRAY['email', 'sms', 'api', 'beep']) AS channel;
 COMMIT;
-ANALYZE messages;
-ANALYZE message_attachments;
-ANALYZE message_key_values;
+VACUUM ANALYZE messages;
+VACUUM ANALYZE message_attachments;
+VACUUM ANALYZE message_key_values;

@@ -87,7 +87,16 @@ def update(message_id: str, fields: dict) -> Response:
 @blp.route("/")
 class Messages(MethodView):
     @blp.arguments(MessageListArgsSchema(), location="query")
-    @blp.response(200, MessageSchema(many=True))
+    @blp.response(200, MessageSchema(many=True), headers={
+        "X-Pagination": {"description": (
+            "Page mode: flask-smorest's pagination metadata as JSON. `total`, `total_pages` "
+            "and `last_page` are left out when more than LIST_COUNT_LIMIT (10,000) messages "
+            "match."), "schema": {"type": "string"}},
+        "Link": {"description": (
+            'RFC 8288 links: `first`, `prev`, `next`, `last` in page mode (where they exist); '
+            '`next` alone in cursor mode, absent on the last page.'),
+            "schema": {"type": "string"}},
+    })
     def get(self, args):
         """List messages, filtered and ordered (newest first unless asked)."""
         return page_response(args, key_scope())
