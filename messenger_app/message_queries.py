@@ -4,14 +4,16 @@ one transaction of a few statements. Requests run on an autocommit connection (n
 ROLLBACK round trips for reads); `db.transaction()` wraps the writes that need one."""
 import operator
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from functools import cache
 
 import orjson
 from sqlalchemy import (
-    Connection, Select, bindparam, delete, func, insert, literal_column, select, text, update,
+    Boolean, Connection, Select, bindparam, delete, func, insert, literal_column, select, text,
+    update,
 )
 
-from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message
+from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message, UTCDateTime
 from .schemas import MESSAGE_FIELDS, render_message
 
 messages = Message.__table__
@@ -24,40 +26,52 @@ FIELD_CHANNELS = {field: channel for channel, field in CHANNEL_FIELDS.items()}
 COMPARISONS = {"": operator.eq, "gte": operator.ge, "gt": operator.gt, "lte": operator.le,
                "lt": operator.lt}
 
-# JSON text of each message's children, in order, as SQL for each database; {table} is
-# the table (or alias) of the messages they belong to.
-CHILDREN_SQL = {
+# Each message as one JSON array: its columns in the schema's order, then its attachment
+# ids and its key/value objects ([channel, keys, values, queryparam]), in order. One column
+# costs the driver and SQLAlchemy far less than twenty-three. {table} is the table (or
+# alias) the message is read from.
+MESSAGE_JSON_SQL = {
     "postgresql": (
-        "(SELECT json_agg(a.attachment_id ORDER BY a.ordinal)::text"
-        " FROM message_attachments a WHERE a.message_id = {table}.id)",
-        "(SELECT json_agg(json_build_array(k.channel, k.keys_text, k.values_text, k.queryparam)"
-        " ORDER BY k.channel, k.ordinal)::text"
-        " FROM message_key_values k WHERE k.message_id = {table}.id)",
+        "json_build_array({columns},"
+        " (SELECT json_agg(a.attachment_id ORDER BY a.ordinal)"
+        " FROM message_attachments a WHERE a.message_id = {table}.id),"
+        " (SELECT json_agg(json_build_array(k.channel, k.keys_text, k.values_text, k.queryparam)"
+        " ORDER BY k.channel, k.ordinal)"
+        " FROM message_key_values k WHERE k.message_id = {table}.id))::text"
     ),
     "sqlite": (  # SQLite before 3.44 has no ORDER BY inside an aggregate
-        "(SELECT json_group_array(attachment_id) FROM (SELECT attachment_id"
-        " FROM message_attachments WHERE message_id = {table}.id ORDER BY ordinal))",
-        "(SELECT json_group_array(json_array(channel, keys_text, values_text, queryparam))"
+        "json_array({columns},"
+        " json((SELECT json_group_array(attachment_id) FROM (SELECT attachment_id"
+        " FROM message_attachments WHERE message_id = {table}.id ORDER BY ordinal))),"
+        " json((SELECT json_group_array(json_array(channel, keys_text, values_text, queryparam))"
         " FROM (SELECT * FROM message_key_values WHERE message_id = {table}.id"
-        " ORDER BY channel, ordinal))",
+        " ORDER BY channel, ordinal))))"
     ),
 }
+BOOLEAN_COLUMNS = tuple(name for name in SCALAR_FIELDS
+                        if isinstance(messages.c[name].type, Boolean))
+DATE_TIME_COLUMNS = tuple(name for name in SCALAR_FIELDS
+                          if isinstance(messages.c[name].type, UTCDateTime))
 
 
-def read_columns(dialect: str, source=m) -> list:
-    """The columns that `message_from_row` turns into a message, read from `source`."""
-    children = CHILDREN_SQL[dialect]
-    return [*(source.c[name] for name in SCALAR_FIELDS),
-            *(literal_column(sql.format(table=source.name)) for sql in children)]
+def message_column(dialect: str, source=m):
+    """The column that `message_from_row` turns into a message, read from `source`."""
+    columns = ", ".join(f"{source.name}.{name}" for name in SCALAR_FIELDS)
+    return literal_column(MESSAGE_JSON_SQL[dialect].format(columns=columns, table=source.name))
 
 
 def message_from_row(row) -> dict:
-    *scalars, attachment_ids, children = row
+    *scalars, attachment_ids, children = orjson.loads(row[0])
     values = dict(zip(SCALAR_FIELDS, scalars))
-    values["attachment_ids"] = orjson.loads(attachment_ids) if attachment_ids else []
+    for name in BOOLEAN_COLUMNS:  # SQLite's JSON has 0 and 1
+        values[name] = bool(values[name])
+    for name in DATE_TIME_COLUMNS:  # ISO 8601 text; SQLite's has no offset, and is UTC
+        if values[name] is not None:
+            values[name] = as_utc(datetime.fromisoformat(values[name]))
+    values["attachment_ids"] = attachment_ids or []
     values.update(dict.fromkeys(FIELD_CHANNELS))
     read_map = values["message_read_map"] = []
-    for channel, keys, values_text, queryparam in orjson.loads(children) if children else ():
+    for channel, keys, values_text, queryparam in children or ():
         item = {"keys": keys, "values": values_text, "queryparam": bool(queryparam)}
         if channel == "read_map":
             read_map.append(item)
@@ -66,11 +80,22 @@ def message_from_row(row) -> dict:
     return render_message(values)
 
 
+def as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
 # --- Scope, filters, order --------------------------------------------------------------
 
 def in_scope(statement, table, organization: str | None):
     """Only the messages of `organization`; None: every organization's."""
-    return statement if organization is None else statement.where(table.c.organization == organization)
+    if organization is None:
+        return statement
+    return statement.where(table.c.organization == organization)
+
+
+def with_scope(statement, table, scoped: bool):
+    """`in_scope` for a statement built once: the organization is the :scope parameter."""
+    return statement.where(table.c.organization == bindparam("scope")) if scoped else statement
 
 
 def filtered(statement, table, filters: dict):
@@ -94,7 +119,7 @@ def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
 
 @cache
 def read_message_statement(dialect: str, scoped: bool) -> Select:
-    statement = select(*read_columns(dialect)).where(m.c.id == bindparam("message_id"))
+    statement = select(message_column(dialect)).select_from(m).where(m.c.id == bindparam("message_id"))
     return with_scope(statement, m, scoped)
 
 
@@ -122,7 +147,8 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
     aggregated only for the rows returned, not for the rows an OFFSET skips."""
     page = ordered(matching([messages], filters, organization), messages, terms)
     page = page.limit(limit).offset(offset).subquery("m")
-    statement = ordered(select(*read_columns(connection.dialect.name, page)), page, terms)
+    statement = select(message_column(connection.dialect.name, page)).select_from(page)
+    statement = ordered(statement, page, terms)
     return [message_from_row(row) for row in connection.execute(statement)]
 
 
@@ -159,11 +185,6 @@ DELETE_KEY_VALUES = delete(key_values).where(
 )
 
 
-def with_scope(statement, table, scoped: bool):
-    """`in_scope` for a statement built once: the organization is the :scope parameter."""
-    return statement.where(table.c.organization == bindparam("scope")) if scoped else statement
-
-
 @cache
 def update_statement(dialect: str, scoped: bool, return_message: bool):
     """UPDATE messages SET <the parameters' columns> WHERE id = :message_id [AND scope],
@@ -171,7 +192,7 @@ def update_statement(dialect: str, scoped: bool, return_message: bool):
     statement = with_scope(update(messages).where(messages.c.id == bindparam("message_id")),
                            messages, scoped)
     if return_message:
-        return statement.returning(*read_columns(dialect, messages))
+        return statement.returning(message_column(dialect, messages))
     return statement.returning(messages.c.id)
 
 

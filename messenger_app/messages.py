@@ -24,7 +24,6 @@ blp = Blueprint(
 blp.before_request(authenticate)
 
 
-
 class JSONObjectParser(FlaskParser):
     """Request bodies: 415 unless JSON, 400 unless a JSON object. An empty body stands for
     `{}`, as it did in the original service."""
