@@ -33,9 +33,8 @@ api = Api()
 class Database:
     """One engine per app (so per process), and one connection per thread, kept across
     requests (taking a connection from the pool and giving it back costs more than a
-    query). It is in autocommit mode, so reads cost no BEGIN/ROLLBACK round trips;
-    `transaction()` makes the statements of a write commit together. Commands use an ORM
-    session."""
+    query). It is in autocommit mode, so reads cost no BEGIN/ROLLBACK round trips; see
+    `transaction()` for writes of several statements. Commands use an ORM session."""
 
     def init_app(self, app) -> None:
         app.extensions["database"] = (make_engine(app.config["DATABASE_URL"]), threading.local())
@@ -51,17 +50,6 @@ class Database:
             local.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return local.connection
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        connection = self.connection()
-        connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
-        connection.execution_options(isolation_level=connection.default_isolation_level)
-        try:
-            with connection.begin():
-                yield connection
-        finally:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-
     @property
     def session(self) -> Session:
         if "db_session" not in g:
@@ -76,6 +64,18 @@ class Database:
         connection = getattr(current_app.extensions["database"][1], "connection", None)
         if connection is not None and connection.invalidated:
             connection.rollback()  # lets the next request reconnect
+
+
+@contextmanager
+def transaction(connection: Connection) -> Iterator[Connection]:
+    """Make the statements run on a request's autocommit connection commit together."""
+    connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
+    connection.execution_options(isolation_level=connection.default_isolation_level)
+    try:
+        with connection.begin():
+            yield connection
+    finally:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def make_engine(url: str) -> Engine:

@@ -1,7 +1,8 @@
-"""The SQL behind the messages resource. A read is one statement: the message rows with
-their attachment ids and key/value objects aggregated by correlated subqueries. A write is
-one transaction of a few statements. Requests run on an autocommit connection (no BEGIN or
-ROLLBACK round trips for reads); `db.transaction()` wraps the writes that need one."""
+"""The SQL behind the messages resource, run on the request's autocommit connection.
+
+A read is one statement: each message as one JSON value, its attachment ids and key/value
+objects aggregated by correlated subqueries. A write is one statement where it can be
+(atomic on its own), else one transaction of a few."""
 import operator
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from sqlalchemy import (
     update,
 )
 
+from .extensions import transaction
 from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message, UTCDateTime
 from .schemas import MESSAGE_FIELDS, render_message
 
@@ -217,14 +219,19 @@ def replace_children(connection: Connection, message_id: str, fields: dict,
         return
     if existing:
         connection.execute(DELETE_KEY_VALUES, {"message_id": message_id, "channels": channels})
-    items = [
-        (channel, i, item["keys"], item["values"], item["queryparam"])
-        for channel in channels
-        for i, item in enumerate(key_value_items(fields[CHANNEL_FIELDS[channel]]))
-    ]
+    items = key_value_rows(fields)
     if items:
         connection.execute(insert_key_values,
                            {"message_id": message_id, "items": orjson.dumps(items).decode()})
+
+
+def key_value_rows(fields: dict) -> list[tuple]:
+    """(channel, ordinal, keys, values, queryparam) of the key/value objects in `fields`."""
+    return [
+        (channel, i, item["keys"], item["values"], item["queryparam"])
+        for field, channel in FIELD_CHANNELS.items() if field in fields
+        for i, item in enumerate(key_value_items(fields[field]))
+    ]
 
 
 def key_value_items(value) -> list:
@@ -234,10 +241,31 @@ def key_value_items(value) -> list:
     return [] if value is None else [value]
 
 
+# PostgreSQL inserts a message with its children in one statement (data-modifying CTEs).
+INSERT_MESSAGE_POSTGRESQL = text(
+    "WITH m AS (INSERT INTO messages ({columns}) VALUES ({values}) RETURNING id),"
+    " a AS (INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
+    " SELECT m.id, ordinality - 1, value"
+    " FROM m, json_array_elements_text(CAST(:attachment_items AS json)) WITH ORDINALITY)"
+    " INSERT INTO message_key_values"
+    " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
+    " SELECT m.id, item->>0, CAST(item->>1 AS integer), item->>2, item->>3,"
+    " CAST(item->>4 AS boolean) FROM m, json_array_elements(CAST(:key_value_items AS json)) item"
+    .format(columns=", ".join(SCALAR_FIELDS), values=", ".join(f":{n}" for n in SCALAR_FIELDS))
+).bindparams(*(bindparam(name, type_=messages.c[name].type) for name in SCALAR_FIELDS))
+
+
 def insert_message(connection: Connection, fields: dict) -> None:
     """Insert a complete message: `fields` has every field of the schema."""
-    connection.execute(INSERT_MESSAGE, {name: fields[name] for name in SCALAR_FIELDS})
-    replace_children(connection, fields["id"], fields, existing=False)
+    row = {name: fields[name] for name in SCALAR_FIELDS}
+    if connection.dialect.name == "postgresql":
+        connection.execute(INSERT_MESSAGE_POSTGRESQL, {
+            **row, "attachment_items": orjson.dumps(fields["attachment_ids"]).decode(),
+            "key_value_items": orjson.dumps(key_value_rows(fields)).decode()})
+        return
+    with transaction(connection):
+        connection.execute(INSERT_MESSAGE, row)
+        replace_children(connection, fields["id"], fields, existing=False)
 
 
 def changes_children(fields: dict) -> bool:
@@ -252,11 +280,14 @@ def update_message(connection: Connection, message_id: str, fields: dict,
     params |= {"message_id": message_id, "scope": organization}
     children = changes_children(fields)
     statement = update_statement(connection.dialect.name, organization is not None, not children)
-    row = connection.execute(statement, params).first()
-    if row is None or not children:
+    if not children:  # one UPDATE ... RETURNING the message
+        row = connection.execute(statement, params).first()
         return None if row is None else message_from_row(row)
-    replace_children(connection, message_id, fields, existing=True)
-    return read_message(connection, message_id, None)
+    with transaction(connection):
+        if connection.execute(statement, params).first() is None:
+            return None
+        replace_children(connection, message_id, fields, existing=True)
+        return read_message(connection, message_id, None)
 
 
 def delete_message(connection: Connection, message_id: str, organization: str | None) -> bool:

@@ -2,8 +2,6 @@
 
 The views validate with the marshmallow schemas (which also document them) and answer with
 messages rendered straight from SQL rows (see message_queries)."""
-from contextlib import nullcontext
-
 import orjson
 from flask import Response, url_for
 from flask.views import MethodView
@@ -74,10 +72,7 @@ def update(message_id: str, fields: dict) -> Response:
     if "organization" in fields:
         require_organization_access(fields["organization"])
     fields.setdefault("last_update_time", utcnow())
-    # Scalar fields only: one UPDATE ... RETURNING, atomic on its own.
-    single = not queries.changes_children(fields)
-    with nullcontext(db.connection()) if single else db.transaction() as connection:
-        message = queries.update_message(connection, message_id, fields, key_scope())
+    message = queries.update_message(db.connection(), message_id, fields, key_scope())
     if message is None:
         not_found()
     return json_response(message)
@@ -110,8 +105,7 @@ class Messages(MethodView):
         now = utcnow()
         message = {**new_message_defaults(), "creation_time": now, "last_update_time": now, **fields,
                    "id": new_object_id(), "event_time": now}
-        with db.transaction() as connection:
-            queries.insert_message(connection, message)
+        queries.insert_message(db.connection(), message)
         location = url_for("sms.MessageItem", message_id=message["id"], _external=True)
         return json_response(queries.render_message(message), 201, {"Location": location})
 
