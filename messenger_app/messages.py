@@ -14,7 +14,9 @@ from .auth import authenticate, current_key, require_organization_access
 from .extensions import db
 from .models import new_object_id, utcnow
 from .pagination import page_response
-from .schemas import MessageListArgsSchema, MessageSchema, new_message_defaults
+from .schemas import (
+    MessageListArgsSchema, MessageSchema, new_message_defaults, render_message,
+)
 
 blp = Blueprint(
     "sms", __name__, url_prefix="/ux/common/messenger/sms", description="SMS messages."
@@ -103,11 +105,11 @@ class Messages(MethodView):
         fields.setdefault("organization", current_key().organization)
         require_organization_access(fields["organization"])
         now = utcnow()
-        message = {**new_message_defaults(), "creation_time": now, "last_update_time": now, **fields,
-                   "id": new_object_id(), "event_time": now}
+        message = {**new_message_defaults(), "creation_time": now, "last_update_time": now,
+                   **fields, "id": new_object_id(), "event_time": now}
         queries.insert_message(db.connection(), message)
         location = url_for("sms.MessageItem", message_id=message["id"], _external=True)
-        return json_response(queries.render_message(message), 201, {"Location": location})
+        return json_response(render_message(message), 201, {"Location": location})
 
 
 @blp.route("/<objectid:message_id>/")
