@@ -112,7 +112,6 @@ class MessageSchema(Schema):
         return data
 
 
-
 def new_message_defaults() -> dict:
     """The contract's defaults of the writable fields, for a POST that does not send them
     (the view adds the times and the organization)."""

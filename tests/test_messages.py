@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from conftest import SMS
 from messenger_app.extensions import db
 from messenger_app.models import Attachment, KeyValue, Message
+from messenger_app.schemas import MessageSchema
 
 KEYS_IN_ORDER = [
     "id", "event_time", "communication_id", "msg_type", "type", "user_id",
@@ -212,6 +213,23 @@ def test_unknown_keys_are_refused_by_name(app, client, acme):
     assert response.status_code == 422
     assert response.get_json()["errors"]["json"] == {"colour": ["Unknown field."]}
     assert row_counts(app) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("body", [
+    {}, full_message(), {"creation_time": None, "msg_type": None, "email_data": None},
+    {"creation_time": "2025-01-01T00:00:00.001+05:30", "message_read_map": [{}]},
+])
+def test_responses_are_what_the_schema_dumps(client, acme, body):
+    """The hot paths render without marshmallow; the schema stays the record of the shape."""
+    created = create(client, acme, body)
+    read = client.get(url(created["id"]), headers=acme).get_json()
+    listed = client.get(SMS, headers=acme).get_json()[0]
+
+    values = {name: parse(value) if name.endswith("_time") and value else value
+              for name, value in read.items()}
+    dumped = MessageSchema().dump(values)
+    for response in (created, read, listed):
+        assert list(response.items()) == list(dumped.items())
 
 
 # --- GET one, PUT, PATCH ------------------------------------------------------------------
