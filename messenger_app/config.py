@@ -10,6 +10,14 @@ class Config:
     DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     # Page mode counts matches up to this many; past it, X-Pagination has no total.
     LIST_COUNT_LIMIT = int(os.environ.get("LIST_COUNT_LIMIT", "10000"))
+    # Limits of what a client may send (413 past the body size, 422 naming the field past
+    # the others). Flask enforces MAX_CONTENT_LENGTH itself.
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_BODY_BYTES", str(1024 * 1024)))
+    # Indexed strings: 500 characters of 4-byte UTF-8 stay under PostgreSQL's ~2,700-byte
+    # limit on a B-tree entry; don't raise it past ~600.
+    MAX_TEXT_LENGTH = int(os.environ.get("MAX_TEXT_LENGTH", "500"))
+    MAX_VALUE_LENGTH = int(os.environ.get("MAX_VALUE_LENGTH", "100000"))
+    MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
 
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"

@@ -3,7 +3,12 @@ from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
+from .config import Config
+
 INT32 = validate.Range(min=-(2**31), max=2**31 - 1)
+SHORT_TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)  # ids, types, keys
+LONG_TEXT = validate.Length(max=Config.MAX_VALUE_LENGTH)  # the `values` of key/value objects
+LIST_SIZE = validate.Length(max=Config.MAX_LIST_LENGTH)
 
 
 class Text(fields.String):
@@ -54,7 +59,7 @@ class UTCDateTime(fields.DateTime):
 
 
 def nullable_text():
-    return Text(allow_none=True)
+    return Text(allow_none=True, validate=SHORT_TEXT)
 
 
 def nullable_int32():
@@ -64,8 +69,8 @@ def nullable_int32():
 class KeyValueSchema(Schema):
     """`{"keys", "values", "queryparam"}`; a key left out is null (or false)."""
 
-    keys = Text(allow_none=True, load_default=None)
-    values = Text(allow_none=True, load_default=None)
+    keys = Text(allow_none=True, load_default=None, validate=SHORT_TEXT)
+    values = Text(allow_none=True, load_default=None, validate=LONG_TEXT)
     queryparam = StrictBoolean(load_default=False)
 
 
@@ -89,14 +94,14 @@ class MessageSchema(Schema):
     ref_display_id = nullable_text()
     is_system_gen = StrictBoolean()
     imap_config_id = nullable_text()
-    attachment_ids = fields.List(Text())
+    attachment_ids = fields.List(Text(validate=SHORT_TEXT), validate=LIST_SIZE)
     created_by = nullable_text()
     organization = nullable_text()
     creation_time = UTCDateTime(allow_none=True)
     last_update_time = UTCDateTime(allow_none=True)
     is_deleted = StrictBoolean()
     is_assignee_read = StrictBoolean()
-    message_read_map = fields.List(fields.Nested(KeyValueSchema))
+    message_read_map = fields.List(fields.Nested(KeyValueSchema), validate=LIST_SIZE)
     customer_id = nullable_text()
     customer_entity_id = nullable_text()
     is_description = StrictBoolean()

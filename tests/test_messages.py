@@ -489,3 +489,52 @@ def test_the_openapi_document_lists_the_six_operations(client):
     assert set(spec["paths"][f"{SMS}{{message_id}}/"]) >= {"get", "put", "patch", "delete"}
     assert spec["components"]["securitySchemes"]["ApiKey"]["name"] == "Authorization"
     assert list(spec["components"]["schemas"]["Message"]["properties"]) == KEYS_IN_ORDER
+
+
+# --- Limits -------------------------------------------------------------------------------
+
+WIDEST = "\U0001F600"  # four bytes in UTF-8
+
+
+@pytest.mark.parametrize("field", ["ref_id", "customer_id", "organization", "type"])
+def test_strings_up_to_the_limit_are_stored_even_in_indexes(app, client, admin, field):
+    limit = app.config["MAX_TEXT_LENGTH"]
+
+    created = create(client, admin, {field: WIDEST * limit})
+    too_long = client.post(SMS, json={field: WIDEST * (limit + 1)}, headers=admin)
+
+    assert created[field] == WIDEST * limit
+    assert too_long.status_code == 422 and field in too_long.get_json()["errors"]["json"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"attachment_ids": ["a"] * 1001}, "attachment_ids"),
+    ({"message_read_map": [{}] * 1001}, "message_read_map"),
+    ({"attachment_ids": ["x" * 501]}, "attachment_ids"),
+    ({"sms_data": {"keys": "k" * 501}}, "sms_data"),
+    ({"sms_data": {"values": "v" * 100_001}}, "sms_data"),
+])
+def test_lists_and_strings_past_their_limits_are_422(app, client, acme, body, field):
+    response = client.post(SMS, json=body, headers=acme)
+
+    assert response.status_code == 422
+    assert list(response.get_json()["errors"]["json"]) == [field]
+    assert row_counts(app) == (0, 0, 0)
+
+
+def test_long_values_and_long_lists_within_the_limits_are_stored(client, acme):
+    body = {"sms_data": {"values": "v" * 100_000}, "attachment_ids": [str(i) for i in range(1000)],
+            "message_read_map": [{"keys": str(i)} for i in range(1000)]}
+
+    created = create(client, acme, body)
+
+    assert client.get(url(created["id"]), headers=acme).get_json() == created
+    assert len(created["attachment_ids"]) == 1000 and len(created["message_read_map"]) == 1000
+
+
+def test_a_body_over_the_size_limit_is_413(app, client, acme):
+    response = client.post(SMS, json={"ref_id": "x" * app.config["MAX_CONTENT_LENGTH"]},
+                           headers=acme)
+
+    assert_error(response, 413)
+    assert row_counts(app) == (0, 0, 0)
