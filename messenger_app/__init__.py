@@ -3,7 +3,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import auth, messages
+from . import auth, health, messages
 from .config import Config
 from .extensions import api, db
 
@@ -20,5 +20,6 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.init_app(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
     api.register_blueprint(messages.blp)
+    api.register_blueprint(health.blp)
     app.register_blueprint(auth.cli)
     return app

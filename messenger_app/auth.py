@@ -84,10 +84,10 @@ class KeyCache:
         return True
 
     def _drain(self) -> bool:
-        """Read pending notifications, emptying the cache if there were any (or if the
-        listening connection is gone). Returns whether it emptied the cache."""
+        """Read pending notifications, emptying the cache if there were any or if the
+        listening connection is lost. Returns whether it emptied the cache."""
         try:
-            changed = any(True for _ in self.listener.notifies(timeout=0))
+            changed = self.listener is None or any(True for _ in self.listener.notifies(timeout=0))
         except psycopg.Error:
             self.listener = None
             changed = True

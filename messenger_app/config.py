@@ -8,6 +8,10 @@ DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'instance' / 'messenger.db'}"
 
 class Config:
     DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    # PostgreSQL: how long a request may wait to connect (s) and for one statement (ms)
+    # before it is answered 503.
+    DATABASE_CONNECT_TIMEOUT = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "3"))
+    DATABASE_STATEMENT_TIMEOUT = int(os.environ.get("DATABASE_STATEMENT_TIMEOUT", "10000"))
     # Page mode counts matches up to this many; past it, X-Pagination has no total.
     LIST_COUNT_LIMIT = int(os.environ.get("LIST_COUNT_LIMIT", "10000"))
     # Limits of what a client may send (413 past the body size, 422 naming the field past

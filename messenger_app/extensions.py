@@ -1,4 +1,5 @@
 """Extensions created unbound at import time and bound to an app by the factory."""
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -8,7 +9,11 @@ import flask_smorest
 from flask import current_app, g
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class Api(flask_smorest.Api):
@@ -37,8 +42,11 @@ class Database:
     `transaction()` for writes of several statements. Commands use an ORM session."""
 
     def init_app(self, app) -> None:
-        app.extensions["database"] = (make_engine(app.config["DATABASE_URL"]), threading.local())
+        engine = make_engine(app.config["DATABASE_URL"], app.config["DATABASE_CONNECT_TIMEOUT"],
+                             app.config["DATABASE_STATEMENT_TIMEOUT"])
+        app.extensions["database"] = (engine, threading.local())
         app.teardown_appcontext(self._end_request)
+        app.register_error_handler(OperationalError, database_unavailable)
 
     @property
     def engine(self) -> Engine:
@@ -78,8 +86,27 @@ def transaction(connection: Connection) -> Iterator[Connection]:
         connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def make_engine(url: str) -> Engine:
-    engine = create_engine(url)
+def database_unavailable(error: OperationalError):
+    """503, in the API's JSON, when the database can't be reached or gives up (connection
+    refused or lost, timeouts, SQLite busy); the details go to the log only."""
+    log.error("Database unavailable: %s", error.orig, exc_info=error)
+    response = api.handle_http_exception(ServiceUnavailable(
+        "The database can't be reached just now; try again shortly."))
+    body, code, headers = response
+    return body, code, {**headers, "Retry-After": "1"}
+
+
+def make_engine(url: str, connect_timeout: int | None = None,
+                statement_timeout_ms: int | None = None) -> Engine:
+    """The engine for `url`; on PostgreSQL, timeouts bound how long a request can wait for a
+    database that is down or stuck (migrations run without them)."""
+    connect_args = {}
+    if url.startswith("postgresql"):
+        if connect_timeout:
+            connect_args["connect_timeout"] = connect_timeout
+        if statement_timeout_ms:
+            connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
+    engine = create_engine(url, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         if engine.url.database not in (None, "", ":memory:"):
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)

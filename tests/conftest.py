@@ -72,6 +72,14 @@ def app(database_url):
     return create_app({"DATABASE_URL": database_url, "TESTING": True})
 
 
+@pytest.fixture(scope="session")
+def postgres_app(tmp_path_factory):
+    """An app on a PostgreSQL database of its own, for what only a server can show."""
+    url = fresh_database("postgresql", tmp_path_factory, "server")
+    command.upgrade(alembic_config(url), "head")
+    return create_app({"DATABASE_URL": url, "TESTING": True})
+
+
 @pytest.fixture(autouse=True)
 def _empty_tables(request):
     """Each test starts from empty tables (cascades remove the child rows)."""

@@ -1,0 +1,47 @@
+"""Health checks for load balancers and orchestrators, open without an API key."""
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .config import PROJECT_ROOT
+from .extensions import db
+
+blp = Blueprint("health", __name__, description="Liveness and readiness.")
+SCHEMA_HEAD = ScriptDirectory.from_config(
+    AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
+).get_current_head()
+
+
+class HealthSchema(Schema):
+    status = fields.String(metadata={"example": "ok"})
+    schema = fields.String(metadata={"description": "The Alembic revision of the database."})
+
+
+@blp.route("/healthz")
+class Health(MethodView):
+    @blp.doc(security=[])
+    @blp.response(200, HealthSchema)
+    def get(self):
+        """Liveness: the process answers (the database is not asked)."""
+        return {"status": "ok"}
+
+
+@blp.route("/readyz")
+class Ready(MethodView):
+    @blp.doc(security=[])
+    @blp.response(200, HealthSchema)
+    @blp.alt_response(503, description="The database can't be reached or isn't migrated.")
+    def get(self):
+        """Readiness: the database answers and its schema is at the latest migration."""
+        try:
+            revision = db.connection().scalar(text("SELECT version_num FROM alembic_version"))
+        except SQLAlchemyError:
+            abort(503, message="The database can't be reached, or has no schema yet.")
+        if revision != SCHEMA_HEAD:
+            abort(503, message=f"The database schema is at {revision}, not {SCHEMA_HEAD}: "
+                               "run the migrations.")
+        return {"status": "ready", "schema": revision}

@@ -1,0 +1,66 @@
+"""/healthz and /readyz, and what the API answers when the database is unreachable."""
+import time
+
+from alembic import command
+from sqlalchemy import text
+
+from conftest import SMS, alembic_config, fresh_database, make_key
+from messenger_app import create_app
+from messenger_app.extensions import db
+from messenger_app.health import SCHEMA_HEAD
+
+CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
+
+
+def test_health_checks_need_no_key(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "schema": SCHEMA_HEAD}
+
+
+def test_not_ready_until_the_last_migration(backend, tmp_path_factory):
+    url = fresh_database(backend, tmp_path_factory, "readiness")
+    client = create_app({"DATABASE_URL": url}).test_client()
+    assert client.get("/readyz").status_code == 503  # no schema at all
+
+    command.upgrade(alembic_config(url), "0002")
+    response = client.get("/readyz")
+    assert response.status_code == 503 and SCHEMA_HEAD in response.get_json()["message"]
+
+    command.upgrade(alembic_config(url), "head")
+    assert client.get("/readyz").status_code == 200
+
+
+def test_an_unreachable_database_is_a_quick_json_503():
+    client = create_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
+
+    started = time.monotonic()
+    responses = [client.get(SMS, headers={"Authorization": "Token x"}),
+                 client.post(SMS, json={}, headers={"Authorization": "Token x"}),
+                 client.get("/readyz")]
+
+    assert time.monotonic() - started < 10
+    for response in responses:
+        body = response.get_json()
+        assert response.status_code == 503 and body["code"] == 503, body
+        assert "127.0.0.1" not in response.get_data(as_text=True)  # no connection details
+    assert responses[0].headers["Retry-After"] == "1"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_the_service_recovers_by_itself_when_its_connections_are_killed(postgres_app):
+    """pg_terminate_backend on every connection of the service (its request connection and
+    its LISTEN connection), as a database restart or failover would."""
+    client, acme = postgres_app.test_client(), make_key(postgres_app, "acme")
+    assert client.get(SMS, headers=acme).status_code == 200
+    with postgres_app.app_context():
+        killed = db.session.scalar(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        db.session.commit()
+
+    first = client.get(SMS, headers=acme)
+    later = [client.get(SMS, headers=acme).status_code for _ in range(3)]
+
+    assert killed == 2
+    assert first.status_code == 503 and first.get_json()["code"] == 503  # the lost connection
+    assert later == [200, 200, 200]  # a new connection, no restart
