@@ -121,14 +121,16 @@ def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
 
 @cache
 def read_message_statement(dialect: str, scoped: bool) -> Select:
-    statement = select(message_column(dialect)).select_from(m).where(m.c.id == bindparam("message_id"))
-    return with_scope(statement, m, scoped)
+    statement = select(message_column(dialect), m.c.row_version)
+    return with_scope(statement.where(m.c.id == bindparam("message_id")), m, scoped)
 
 
-def read_message(connection: Connection, message_id: str, organization: str | None) -> dict | None:
+def read_message(connection: Connection, message_id: str,
+                 organization: str | None) -> tuple[dict, int] | None:
+    """The message and its row_version, or None."""
     statement = read_message_statement(connection.dialect.name, organization is not None)
     row = connection.execute(statement, {"message_id": message_id, "scope": organization}).first()
-    return None if row is None else message_from_row(row)
+    return None if row is None else (message_from_row(row), row.row_version)
 
 
 def matching(columns, filters: dict, organization: str | None) -> Select:
@@ -187,21 +189,29 @@ DELETE_KEY_VALUES = delete(key_values).where(
 )
 
 
+def with_versions(statement, guarded: bool):
+    """Only while the row_version is one of the :versions parameter (If-Match)."""
+    if not guarded:
+        return statement
+    return statement.where(messages.c.row_version.in_(bindparam("versions", expanding=True)))
+
+
 @cache
-def update_statement(dialect: str, scoped: bool, return_message: bool):
-    """UPDATE messages SET <the parameters' columns> WHERE id = :message_id [AND scope],
-    returning the whole message or only its id."""
-    statement = with_scope(update(messages).where(messages.c.id == bindparam("message_id")),
-                           messages, scoped)
+def update_statement(dialect: str, scoped: bool, guarded: bool, return_message: bool):
+    """UPDATE messages SET <the parameters' columns>, row_version + 1 WHERE id = :message_id
+    [AND scope] [AND row_version IN :versions], returning the message or only its id."""
+    statement = update(messages).where(messages.c.id == bindparam("message_id"))
+    statement = with_versions(with_scope(statement, messages, scoped), guarded)
+    statement = statement.values(row_version=messages.c.row_version + 1)
     if return_message:
-        return statement.returning(message_column(dialect, messages))
+        return statement.returning(message_column(dialect, messages), messages.c.row_version)
     return statement.returning(messages.c.id)
 
 
 @cache
-def delete_statement(scoped: bool):
-    return with_scope(delete(messages).where(messages.c.id == bindparam("message_id")),
-                      messages, scoped)
+def delete_statement(scoped: bool, guarded: bool):
+    statement = delete(messages).where(messages.c.id == bindparam("message_id"))
+    return with_versions(with_scope(statement, messages, scoped), guarded)
 
 
 def replace_children(connection: Connection, message_id: str, fields: dict,
@@ -273,16 +283,19 @@ def changes_children(fields: dict) -> bool:
 
 
 def update_message(connection: Connection, message_id: str, fields: dict,
-                   organization: str | None) -> dict | None:
-    """Set the fields sent and return the message, or None when there is no such message.
-    The UPDATE comes first: it finds (and locks) the row before any child row changes."""
+                   organization: str | None, versions: list[int] | None = None,
+                   ) -> tuple[dict, int] | None:
+    """Set the fields sent; return the message and its new row_version, or None when there
+    is no such message (or, given `versions`, its row_version is none of them). The UPDATE
+    comes first: it finds (and locks) the row before any child row changes."""
     params = {name: value for name, value in fields.items() if name in messages.c}
-    params |= {"message_id": message_id, "scope": organization}
+    params |= {"message_id": message_id, "scope": organization, "versions": versions}
     children = changes_children(fields)
-    statement = update_statement(connection.dialect.name, organization is not None, not children)
+    statement = update_statement(connection.dialect.name, organization is not None,
+                                 versions is not None, not children)
     if not children:  # one UPDATE ... RETURNING the message
         row = connection.execute(statement, params).first()
-        return None if row is None else message_from_row(row)
+        return None if row is None else (message_from_row(row), row.row_version)
     with transaction(connection):
         if connection.execute(statement, params).first() is None:
             return None
@@ -290,8 +303,10 @@ def update_message(connection: Connection, message_id: str, fields: dict,
         return read_message(connection, message_id, None)
 
 
-def delete_message(connection: Connection, message_id: str, organization: str | None) -> bool:
-    """Delete a message; its child rows go with it (ON DELETE CASCADE)."""
-    result = connection.execute(delete_statement(organization is not None),
-                                {"message_id": message_id, "scope": organization})
-    return result.rowcount > 0
+def delete_message(connection: Connection, message_id: str, organization: str | None,
+                   versions: list[int] | None = None) -> bool:
+    """Delete a message (given `versions`, only at one of them); its child rows go with it
+    (ON DELETE CASCADE)."""
+    statement = delete_statement(organization is not None, versions is not None)
+    params = {"message_id": message_id, "scope": organization, "versions": versions}
+    return connection.execute(statement, params).rowcount > 0

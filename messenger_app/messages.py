@@ -3,7 +3,7 @@
 The views validate with the marshmallow schemas (which also document them) and answer with
 messages rendered straight from SQL rows (see message_queries)."""
 import orjson
-from flask import Response, url_for
+from flask import Response, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from webargs.flaskparser import FlaskParser
@@ -54,6 +54,12 @@ class ObjectIdConverter(BaseConverter):
 
 
 OBJECT_ID_PARAMETER = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
+ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
+IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+            "description": "Optional: change only if the message still has this ETag (else 412)."}
+IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
+                 "schema": {"type": "string"},
+                 "description": "Optional: 304 if the message still has this ETag."}
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -70,14 +76,34 @@ def key_scope() -> str | None:
     return None if key.all_organizations else key.organization
 
 
+def etag(row_version: int) -> str:
+    return f'"{row_version}"'
+
+
+def if_match_versions() -> list[int] | None:
+    """The row_versions an If-Match header accepts; None without one (or with `*`)."""
+    if "If-Match" not in request.headers or request.if_match.star_tag:
+        return None
+    return [int(tag) for tag in request.if_match.as_set() if tag.isdigit()]
+
+
+def not_found_or_changed(message_id: str, versions: list[int] | None):
+    """After a write matched no row: 412 if the message is there but If-Match failed."""
+    if versions is not None and queries.read_message(db.connection(), message_id, key_scope()):
+        abort(412, message="The message has changed since the ETag in If-Match.")
+    not_found()
+
+
 def update(message_id: str, fields: dict) -> Response:
     if "organization" in fields:
         require_organization_access(fields["organization"])
     fields.setdefault("last_update_time", utcnow())
-    message = queries.update_message(db.connection(), message_id, fields, key_scope())
-    if message is None:
-        not_found()
-    return json_response(message)
+    versions = if_match_versions()
+    updated = queries.update_message(db.connection(), message_id, fields, key_scope(), versions)
+    if updated is None:
+        not_found_or_changed(message_id, versions)
+    message, row_version = updated
+    return json_response(message, headers={"ETag": etag(row_version)})
 
 
 @blp.route("/")
@@ -98,7 +124,7 @@ class Messages(MethodView):
         return page_response(args, key_scope())
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(201, MessageSchema, headers={"Location": {
+    @blp.response(201, MessageSchema, headers={**ETAG_HEADER, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
@@ -109,34 +135,48 @@ class Messages(MethodView):
                    **fields, "id": new_object_id(), "event_time": now}
         queries.insert_message(db.connection(), message)
         location = url_for("sms.MessageItem", message_id=message["id"], _external=True)
-        return json_response(render_message(message), 201, {"Location": location})
+        return json_response(render_message(message), 201,
+                             {"Location": location, "ETag": etag(1)})
 
 
 @blp.route("/<objectid:message_id>/")
 class MessageItem(MethodView):
-    @blp.response(200, MessageSchema)
+    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
+    @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.")
+    @blp.doc(parameters=[IF_NONE_MATCH])
     def get(self, message_id):
         """Read one message."""
-        message = queries.read_message(db.connection(), message_id, key_scope())
-        if message is None:
+        found = queries.read_message(db.connection(), message_id, key_scope())
+        if found is None:
             not_found()
-        return json_response(message)
+        message, row_version = found
+        tag = etag(row_version)
+        if request.if_none_match.contains_weak(tag.strip('"')):
+            return Response(status=304, headers={"ETag": tag})
+        return json_response(message, headers={"ETag": tag})
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(200, MessageSchema)
+    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
+    @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
+    @blp.doc(parameters=[IF_MATCH])
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
         return update(message_id, fields)
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(200, MessageSchema)
+    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
+    @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
+    @blp.doc(parameters=[IF_MATCH])
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
 
     @blp.response(204)
+    @blp.alt_response(412, description="`If-Match` no longer matches: nothing deleted.")
+    @blp.doc(parameters=[IF_MATCH])
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""
-        if not queries.delete_message(db.connection(), message_id, key_scope()):
-            not_found()
+        versions = if_match_versions()
+        if not queries.delete_message(db.connection(), message_id, key_scope(), versions):
+            not_found_or_changed(message_id, versions)
         return Response(status=204)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
-    TypeDecorator, false,
+    TypeDecorator, false, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -104,6 +104,8 @@ class Message(Base):
     customer_id: Mapped[str | None] = mapped_column(Text)
     customer_entity_id: Mapped[str | None] = mapped_column(Text)
     is_description: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Bumped by every update through the API; the ETag, and the If-Match guard.
+    row_version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
 
     __table_args__ = (CheckConstraint("length(id) = 24", name="id_length"),)
 

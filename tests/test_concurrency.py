@@ -1,0 +1,153 @@
+"""ETags and conditional requests (contract: "Concurrency"), and no lost update under real
+parallel PATCHes against gunicorn on PostgreSQL."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import SMS, make_key
+from messenger_app.config import PROJECT_ROOT
+from test_messages import create, full_message, row_counts, url
+
+
+def test_every_read_and_write_gives_the_messages_etag(client, acme):
+    response = client.post(SMS, json={}, headers=acme)
+    created = response.get_json()
+    first = response.headers["ETag"]
+
+    assert client.get(url(created["id"]), headers=acme).headers["ETag"] == first
+    patched = client.patch(url(created["id"]), json={"ref_id": "x"}, headers=acme)
+    put = client.put(url(created["id"]), json={"attachment_ids": ["a"]}, headers=acme)
+    assert len({first, patched.headers["ETag"], put.headers["ETag"]}) == 3
+    assert client.get(url(created["id"]), headers=acme).headers["ETag"] == put.headers["ETag"]
+
+
+@pytest.mark.parametrize("if_none_match, status", [
+    ("{tag}", 304), ("W/{tag}", 304), ('"other", {tag}', 304), ("*", 304),
+    ('"999"', 200), ("garbage", 200),
+])
+def test_if_none_match_gives_304(client, acme, if_none_match, status):
+    created = client.post(SMS, json={}, headers=acme)
+    tag = created.headers["ETag"]
+
+    response = client.get(url(created.get_json()["id"]),
+                          headers={**acme, "If-None-Match": if_none_match.format(tag=tag)})
+
+    assert response.status_code == status
+    assert response.headers["ETag"] == tag
+    assert (response.data == b"") == (status == 304)
+
+
+@pytest.mark.parametrize("method, body", [
+    ("patch", {"ref_id": "new"}), ("put", {"ref_id": "new"}),
+    ("patch", {"attachment_ids": ["z"], "sms_data": None, "message_read_map": []}),
+    ("delete", None),
+])
+def test_if_match_with_a_stale_etag_is_412_and_changes_nothing(app, client, acme, method, body):
+    created = client.post(SMS, json=full_message(), headers=acme)
+    message, stale = created.get_json(), created.headers["ETag"]
+    client.patch(url(message["id"]), json={"type": "changed by someone else"}, headers=acme)
+    current = client.get(url(message["id"]), headers=acme)
+
+    for if_match in (stale, "W/" + current.headers["ETag"], '"nonsense"', "garbage"):
+        response = getattr(client, method)(url(message["id"]), json=body,
+                                           headers={**acme, "If-Match": if_match})
+        assert response.status_code == 412, if_match
+        assert response.get_json()["code"] == 412
+    assert client.get(url(message["id"]), headers=acme).get_json() == current.get_json()
+    assert row_counts(app) == (1, 3, 6)
+
+
+@pytest.mark.parametrize("method, body, status", [
+    ("patch", {"ref_id": "new"}, 200), ("put", {"ref_display_id": "new"}, 200),
+    ("patch", {"attachment_ids": ["z"]}, 200), ("delete", None, 204),
+])
+def test_if_match_with_the_current_etag_or_star_succeeds(client, acme, method, body, status):
+    for if_match in ("{tag}", '"other", {tag}', "*"):
+        created = client.post(SMS, json={}, headers=acme)
+        headers = {**acme, "If-Match": if_match.format(tag=created.headers["ETag"])}
+        response = getattr(client, method)(url(created.get_json()["id"]), json=body,
+                                           headers=headers)
+        assert response.status_code == status, if_match
+
+
+def test_if_match_on_an_unknown_message_is_404(client, acme):
+    create(client, acme)
+    for method in ("patch", "put", "delete"):
+        response = getattr(client, method)(url("0" * 24), json={},
+                                           headers={**acme, "If-Match": '"1"'})
+        assert response.status_code == 404
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(postgres_app):
+    """The service under gunicorn (4 workers) on the PostgreSQL test database."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": postgres_app.config["DATABASE_URL"]}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", "4", "--bind", f"127.0.0.1:{port}",
+         "wsgi:app"], cwd=PROJECT_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
+            time.sleep(0.1)
+    yield base
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(target, data=data, method=method, headers={
+        **headers, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_parallel_patches_with_one_etag_have_exactly_one_winner(postgres_app, gunicorn):
+    acme = make_key(postgres_app, "acme")
+    status, headers, body = http("POST", f"{gunicorn}{SMS}", acme, {"ref_id": "original"})
+    message_url = f"{gunicorn}{url(json.loads(body)['id'])}"
+    start = threading.Barrier(20)
+    results = {}
+
+    def writer(n: int):
+        start.wait()
+        results[n] = http("PATCH", message_url, {**acme, "If-Match": headers["ETag"]},
+                          {"ref_id": f"writer-{n}", "attachment_ids": [str(n)]})
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    winners = [n for n, (status, _, _) in results.items() if status == 200]
+    assert sorted(status for status, _, _ in results.values()) == [200] + [412] * 19
+    final_status, final_headers, final_body = http("GET", message_url, acme)
+    final = json.loads(final_body)
+    assert final["ref_id"] == f"writer-{winners[0]}"
+    assert final["attachment_ids"] == [str(winners[0])]
+    assert final_headers["ETag"] == results[winners[0]][1]["ETag"] == '"2"'
