@@ -84,7 +84,8 @@ def if_match_versions() -> list[int] | None:
     """The row_versions an If-Match header accepts; None without one (or with `*`)."""
     if "If-Match" not in request.headers or request.if_match.star_tag:
         return None
-    return [int(tag) for tag in request.if_match.as_set() if tag.isdigit()]
+    return [int(tag) for tag in request.if_match.as_set()
+            if tag and tag.isdigit() and len(tag) < 10]  # anything else can't match
 
 
 def not_found_or_changed(message_id: str, versions: list[int] | None):
