@@ -69,9 +69,11 @@ class Database:
         session = g.pop("db_session", None)
         if session is not None:
             session.close()
-        connection = getattr(current_app.extensions["database"][1], "connection", None)
-        if connection is not None and connection.invalidated:
-            connection.rollback()  # lets the next request reconnect
+        local = current_app.extensions["database"][1]
+        connection = getattr(local, "connection", None)
+        if connection is not None and connection.invalidated:  # lost: the next request
+            local.connection = None                            # connects anew
+            connection.close()
 
 
 @contextmanager
@@ -83,7 +85,8 @@ def transaction(connection: Connection) -> Iterator[Connection]:
         with connection.begin():
             yield connection
     finally:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+        if not connection.invalidated:  # a lost connection is replaced at teardown
+            connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def database_unavailable(error: OperationalError):

@@ -1,6 +1,7 @@
 """/healthz and /readyz, and what the API answers when the database is unreachable."""
 import time
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 
@@ -47,23 +48,34 @@ def test_an_unreachable_database_is_a_quick_json_503():
     assert client.get("/healthz").status_code == 200
 
 
-def test_the_service_recovers_by_itself_when_its_connections_are_killed(postgres_app):
-    """pg_terminate_backend on every connection of the service (its request connection and
-    its LISTEN connection), as a database restart or failover would."""
-    client, acme = postgres_app.test_client(), make_key(postgres_app, "acme")
-    assert client.get(SMS, headers=acme).status_code == 200
-    with postgres_app.app_context():
+def kill_service_connections(app) -> int:
+    with app.app_context():
         killed = db.session.scalar(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
         db.session.commit()
+    return killed
 
-    first = client.get(SMS, headers=acme)
-    later = [client.get(SMS, headers=acme).status_code for _ in range(3)]
 
-    assert killed == 2
+@pytest.mark.parametrize("method, body", [
+    ("get", None), ("post", {"ref_id": "r"}), ("patch", {"ref_id": "r"}),
+    ("patch", {"attachment_ids": ["a"], "sms_data": {"keys": "k"}}),  # a transaction
+])
+def test_the_service_recovers_by_itself_when_its_connections_are_killed(
+        postgres_app, method, body):
+    """pg_terminate_backend on every connection of the service (its request connection and
+    its LISTEN connection), as a database restart or failover would."""
+    client, acme = postgres_app.test_client(), make_key(postgres_app, "acme")
+    created = client.post(SMS, json={"ref_id": "before"}, headers=acme).get_json()
+    target = SMS if method == "post" else f"{SMS}{created['id']}/"
+
+    assert kill_service_connections(postgres_app) >= 1  # and the LISTEN one, when up
+    first = getattr(client, method)(target, json=body, headers=acme)
+    later = [getattr(client, method)(target, json=body, headers=acme).status_code
+             for _ in range(3)]
+
     assert first.status_code == 503 and first.get_json()["code"] == 503  # the lost connection
-    assert later == [200, 200, 200]  # a new connection, no restart
+    assert later == [201 if method == "post" else 200] * 3  # a new connection, no restart
 
 
 def test_every_response_carries_a_request_id(client, acme):
