@@ -1,6 +1,7 @@
 """How a request becomes an API key, and the `flask api-key` commands that manage keys."""
 import logging
 import os
+import threading
 import time
 
 import click
@@ -45,26 +46,28 @@ class KeyCache:
 
     def __init__(self) -> None:
         self.keys: dict[str, Row] = {}
+        self.lock = threading.Lock()  # the listening connection is shared by the threads
         self.listener = None
         self.pid = None
         self.next_attempt = 0.0
 
     def lookup(self, digest: str) -> Row | None:
-        if not self._listening():
-            return self._query(digest)
-        self._drain()
-        key = self.keys.get(digest)
+        with self.lock:
+            listening = self._listen()
+            key = self.keys.get(digest) if listening and not self._drain() else None
         if key is None:
             key = self._query(digest)
-            if key is not None and not self._drain():  # nothing changed while we looked
-                self.keys[digest] = key
+            with self.lock:  # cache it only if nothing changed while we looked
+                if key is not None and listening and not self._drain():
+                    self.keys[digest] = key
         return key
 
     @staticmethod
     def _query(digest: str) -> Row | None:
         return db.connection().execute(KEY_BY_DIGEST, {"digest": digest}).first()
 
-    def _listening(self) -> bool:
+    def _listen(self) -> bool:
+        """Whether this process is listening; (re)connects now and then if not."""
         if self.listener is not None and self.pid == os.getpid():
             return True
         if db.engine.dialect.name != "postgresql" or time.monotonic() < self.next_attempt:
@@ -72,8 +75,9 @@ class KeyCache:
         self.next_attempt = time.monotonic() + self.RETRY_SECONDS
         try:
             url = db.engine.url.set(drivername="postgresql")
+            timeout = current_app.config["DATABASE_CONNECT_TIMEOUT"]
             listener = psycopg.connect(url.render_as_string(hide_password=False),
-                                       autocommit=True, connect_timeout=5)
+                                       autocommit=True, connect_timeout=timeout)
             listener.execute(f"LISTEN {self.CHANNEL}")
         except Exception:  # noqa: BLE001 - no cache until the database answers again
             log.warning("Can't listen for API key changes; keys are looked up each time.",
@@ -87,7 +91,7 @@ class KeyCache:
         """Read pending notifications, emptying the cache if there were any or if the
         listening connection is lost. Returns whether it emptied the cache."""
         try:
-            changed = self.listener is None or any(True for _ in self.listener.notifies(timeout=0))
+            changed = self.listener is None or any(self.listener.notifies(timeout=0))
         except psycopg.Error:
             self.listener = None
             changed = True
