@@ -62,6 +62,7 @@ class Client(threading.Thread):
         self.headers = {"Authorization": key, "Content-Type": "application/json"}
         self.deadline, self.random = deadline, random.Random(seed)
         self.latencies, self.statuses = [], Counter()
+        self.answered = []  # (started, finished) of every answered request
         self.expected = {}  # id -> the message as last acknowledged
         self.deleted = set()
         self.uncertain = {}  # id -> (before, patch or None for a delete): answer lost
@@ -83,6 +84,7 @@ class Client(threading.Thread):
             self.statuses["no answer"] += 1
             return None, None
         self.latencies.append(time.perf_counter() - started)
+        self.answered.append((started, time.perf_counter()))
         self.statuses[status] += 1
         return status, data
 
@@ -198,6 +200,7 @@ def main() -> None:
         client.start()
 
     time.sleep(args.seconds / 2)
+    sigterm = time.perf_counter()
     server.send_signal(signal.SIGTERM)  # graceful: in-flight requests finish
     server.wait(timeout=60)
     stopped = time.monotonic()
@@ -215,6 +218,10 @@ def main() -> None:
           f"p50 {statistics.median(latencies) * 1000:.1f} ms, "
           f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms")
     print("statuses:", dict(sorted(statuses.items(), key=str)))
+    across = sum(1 for client in clients for started, finished in client.answered
+                 if started < sigterm < finished)
+    print(f"requests under way at SIGTERM and answered after it: {across}; 'no answer' are "
+          "connections still queued in the listen backlog, reset when gunicorn closed it")
     print("5xx:", sum(n for status, n in statuses.items() if isinstance(status, int) and status >= 500))
     found = verify(clients, key, url)
     print("verification:", dict(found))
