@@ -1,4 +1,5 @@
 """How a request becomes an API key, and the `flask api-key` commands that manage keys."""
+import hashlib
 import logging
 import os
 import threading
@@ -28,9 +29,9 @@ def secret_from_header(header: str) -> str | None:
     return None
 
 
-KEY_BY_DIGEST = (
-    select(ApiKey.organization, ApiKey.all_organizations)
-    .where(ApiKey.key_digest == bindparam("digest"), ApiKey.revoked_at.is_(None))
+KEYS_BY_PREFIX = (
+    select(ApiKey.organization, ApiKey.all_organizations, ApiKey.key_salt, ApiKey.key_digest)
+    .where(ApiKey.key_prefix == bindparam("prefix"), ApiKey.revoked_at.is_(None))
 )
 
 
@@ -51,20 +52,23 @@ class KeyCache:
         self.pid = None
         self.next_attempt = 0.0
 
-    def lookup(self, digest: str) -> Row | None:
+    def lookup(self, secret: str) -> Row | None:
+        cache_key = hashlib.sha256(secret.encode()).digest()  # the secret itself isn't kept
         with self.lock:
             listening = self._listen()
-            key = self.keys.get(digest) if listening and not self._drain() else None
+            key = self.keys.get(cache_key) if listening and not self._drain() else None
         if key is None:
-            key = self._query(digest)
+            key = self._query(secret)
             with self.lock:  # cache it only if nothing changed while we looked
                 if key is not None and listening and not self._drain():
-                    self.keys[digest] = key
+                    self.keys[cache_key] = key
         return key
 
     @staticmethod
-    def _query(digest: str) -> Row | None:
-        return db.connection().execute(KEY_BY_DIGEST, {"digest": digest}).first()
+    def _query(secret: str) -> Row | None:
+        candidates = db.connection().execute(KEYS_BY_PREFIX, {"prefix": ApiKey.prefix(secret)})
+        return next((key for key in candidates
+                     if ApiKey.matches(key.key_salt, key.key_digest, secret)), None)
 
     def _listen(self) -> bool:
         """Whether this process is listening; (re)connects now and then if not."""
@@ -103,7 +107,7 @@ class KeyCache:
 def authenticate() -> None:
     """Before every request under /ux/: a valid, unrevoked key, or 401."""
     secret = secret_from_header(request.headers.get("Authorization", ""))
-    key = secret and current_app.extensions["api_key_cache"].lookup(ApiKey.digest(secret))
+    key = secret and current_app.extensions["api_key_cache"].lookup(secret)
     if not key:
         abort(
             401,
@@ -169,7 +173,10 @@ def revoke_key(key_or_id):
     if key_or_id.isdigit():
         key = session.get(ApiKey, int(key_or_id))
     else:
-        key = session.scalar(select(ApiKey).where(ApiKey.key_digest == ApiKey.digest(key_or_id)))
+        candidates = session.scalars(
+            select(ApiKey).where(ApiKey.key_prefix == ApiKey.prefix(key_or_id)))
+        key = next((candidate for candidate in candidates
+                    if ApiKey.matches(candidate.key_salt, candidate.key_digest, key_or_id)), None)
     if key is None:
         raise click.ClickException("No such API key.")
     if key.revoked_at is None:

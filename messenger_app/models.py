@@ -1,5 +1,6 @@
 """Relational storage of messages: one row per message, ordered child rows for its lists."""
 import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -156,7 +157,10 @@ class KeyValue(Base):
 
 
 class ApiKey(Base):
-    """An API key, kept only as the SHA-256 digest of the secret shown once at creation."""
+    """An API key, kept only as a salted SHA-256 digest of the secret shown once at creation
+    (a fast hash fits a 256-bit random secret; the salt makes equal secrets differ). The
+    secret's first 12 characters, `key_prefix`, find the row; the digest is then compared
+    in constant time. Keys from before the salt (migration 0005) have an empty salt."""
 
     __tablename__ = "api_keys"
 
@@ -165,7 +169,8 @@ class ApiKey(Base):
     organization: Mapped[str | None] = mapped_column(Text)
     all_organizations: Mapped[bool] = mapped_column(default=False)
     key_digest: Mapped[str] = mapped_column(String(64), unique=True)
-    key_prefix: Mapped[str] = mapped_column(String(12))
+    key_prefix: Mapped[str] = mapped_column(String(12), index=True)
+    key_salt: Mapped[str] = mapped_column(String(32), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -176,18 +181,28 @@ class ApiKey(Base):
     )
 
     @staticmethod
-    def digest(secret: str) -> str:
-        return hashlib.sha256(secret.encode()).hexdigest()
+    def digest(salt: str, secret: str) -> str:
+        return hashlib.sha256((salt + secret).encode()).hexdigest()
+
+    @staticmethod
+    def prefix(secret: str) -> str:
+        return secret[:12]
+
+    @staticmethod
+    def matches(salt: str, digest: str, secret: str) -> bool:
+        return hmac.compare_digest(ApiKey.digest(salt, secret), digest)
 
     @classmethod
     def generate(cls, organization: str | None, name: str = "") -> tuple["ApiKey", str]:
         """A new key and its secret; the secret is not stored and can't be recovered."""
         secret = "msk_" + secrets.token_urlsafe(32)
+        salt = secrets.token_hex(16)
         key = cls(
             name=name,
             organization=organization,
             all_organizations=organization is None,
-            key_digest=cls.digest(secret),
-            key_prefix=secret[:12],
+            key_digest=cls.digest(salt, secret),
+            key_prefix=cls.prefix(secret),
+            key_salt=salt,
         )
         return key, secret

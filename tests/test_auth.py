@@ -1,7 +1,12 @@
 """API keys and organizations (contract: "Authentication and organizations")."""
+import hashlib
+
 import pytest
+from sqlalchemy import select
 
 from conftest import SMS, assert_refused_from_now_on, make_key
+from messenger_app.extensions import db
+from messenger_app.models import ApiKey
 from test_messages import create, full_message, url
 
 VERBS = ["get_list", "post", "get", "put", "patch", "delete"]
@@ -108,3 +113,39 @@ def test_an_organization_key_lists_only_its_organization(app, client, acme, glob
     listed = {m["id"] for m in client.get(SMS, headers=other_acme_key).get_json()}
 
     assert listed == mine
+
+
+def stored_key(app, organization, secret, salt) -> dict:
+    with app.app_context():
+        db.session.add(ApiKey(organization=organization, all_organizations=False, name="t",
+                              key_prefix=ApiKey.prefix(secret), key_salt=salt,
+                              key_digest=ApiKey.digest(salt, secret)))
+        db.session.commit()
+    return {"Authorization": secret}
+
+
+def test_keys_are_stored_salted(app, acme):
+    secret = acme["Authorization"].split()[1]
+    with app.app_context():
+        key = db.session.scalars(select(ApiKey)).one()
+
+    assert len(key.key_salt) == 32 and key.key_prefix == secret[:12]
+    assert key.key_digest != hashlib.sha256(secret.encode()).hexdigest()
+    assert ApiKey.matches(key.key_salt, key.key_digest, secret)
+    assert not ApiKey.matches(key.key_salt, key.key_digest, secret + "x")
+
+
+def test_a_key_from_before_the_salt_still_works(app, client):
+    legacy = stored_key(app, "acme", "msk_" + "L" * 43, salt="")
+
+    assert client.get(SMS, headers=legacy).status_code == 200
+
+
+def test_keys_sharing_a_prefix_are_told_apart_by_their_digest(app, client):
+    first = stored_key(app, "acme", "msk_samepref" + "1" * 35, salt="a" * 32)
+    second = stored_key(app, "globex", "msk_samepref" + "2" * 35, salt="b" * 32)
+    wrong = {"Authorization": "msk_samepref" + "3" * 35}
+
+    assert create(client, first)["organization"] == "acme"
+    assert create(client, second)["organization"] == "globex"
+    assert client.get(SMS, headers=wrong).status_code == 401
