@@ -99,3 +99,26 @@ def test_a_500_is_logged_with_its_request_id_and_shows_nothing(app, client, acme
     assert "ZeroDivisionError" not in response.get_data(as_text=True)
     logged = [r for r in caplog.records if r.levelname == "ERROR"]
     assert logged and logged[-1].request_id == "trace-me" and logged[-1].exc_info
+
+
+def test_a_stuck_database_is_a_503_after_the_statement_timeout(postgres_app):
+    """Another session holds a lock on the messages table: the request gives up after
+    DATABASE_STATEMENT_TIMEOUT instead of hanging, and the service carries on after."""
+    impatient = create_app({"DATABASE_URL": postgres_app.config["DATABASE_URL"],
+                            "DATABASE_STATEMENT_TIMEOUT": 300})
+    client, acme = impatient.test_client(), make_key(impatient, "acme")
+    with postgres_app.app_context():
+        blocker = db.engine.connect()
+        locking = blocker.begin()
+        blocker.execute(text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
+        try:
+            started = time.monotonic()
+            response = client.get(SMS, headers=acme)
+            waited = time.monotonic() - started
+        finally:
+            locking.rollback()
+            blocker.close()
+
+    assert response.status_code == 503 and response.get_json()["code"] == 503
+    assert 0.2 < waited < 5
+    assert client.get(SMS, headers=acme).status_code == 200
