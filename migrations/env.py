@@ -32,6 +32,11 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(database_url())
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table to alter it (copy, drop, rename): with foreign
+            # keys on, dropping `messages` would cascade to its children.
+            connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+            connection.commit()  # leaves no transaction open for Alembic to trip over
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

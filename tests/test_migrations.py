@@ -1,14 +1,19 @@
 """The schema comes from Alembic alone: upgrade, downgrade, agreement with the models, and
 column names and types a DBA and an analyst can work with."""
+import hashlib
+import io
+import subprocess
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.compiler import RESERVED_WORDS as ANSI_RESERVED_WORDS
 
 from conftest import alembic_config, fresh_database
+from messenger_app import create_app
 from messenger_app.models import Base
 
 TABLES = {"messages", "message_attachments", "message_key_values", "api_keys"}
@@ -39,6 +44,8 @@ def test_upgrade_to_head_and_downgrade_to_base_round_trip(empty_database):
 
 
 def test_migrations_and_models_agree(database_url):
+    """`alembic check`: autogenerate would find nothing to add."""
+    command.check(alembic_config(database_url))
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -46,6 +53,57 @@ def test_migrations_and_models_agree(database_url):
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_migrations_keep_the_data_already_there(empty_database):
+    """Upgrading a database that has messages and keys, and downgrading it again."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0003")
+    engine = create_engine(empty_database)
+    secret = "msk_" + "k" * 43
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO messages (id, event_time, organization) "
+            "VALUES ('0123456789abcdef01234567', CURRENT_TIMESTAMP, 'acme')"))
+        connection.execute(text(
+            "INSERT INTO message_attachments VALUES ('0123456789abcdef01234567', 0, 'a')"))
+        connection.execute(text(
+            "INSERT INTO api_keys (name, organization, all_organizations, key_digest, "
+            "key_prefix, created_at) VALUES ('old', 'acme', false, :digest, :prefix, "
+            "CURRENT_TIMESTAMP)"), {"digest": hashlib.sha256(secret.encode()).hexdigest(),
+                                    "prefix": secret[:12]})
+    engine.dispose()
+
+    command.upgrade(config, "head")
+    client = create_app({"DATABASE_URL": empty_database}).test_client()
+    read = client.get("/ux/common/messenger/sms/0123456789abcdef01234567/",
+                      headers={"Authorization": secret})
+    assert read.status_code == 200, read.get_json()
+    assert read.get_json()["attachment_ids"] == ["a"] and read.headers["ETag"] == '"1"'
+
+    command.downgrade(config, "0003")
+    engine = create_engine(empty_database)
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM message_attachments")) == 1
+        assert connection.scalar(text("SELECT count(*) FROM api_keys")) == 1
+    engine.dispose()
+    command.downgrade(config, "base")
+
+
+def test_the_offline_sql_script_builds_the_schema_with_psql(tmp_path_factory):
+    """`alembic upgrade head --sql` gives a PostgreSQL script a DBA can review and apply."""
+    url = fresh_database("postgresql", tmp_path_factory, "offline")
+    script = io.StringIO()
+    config = alembic_config(url)
+    config.output_buffer = script
+    command.upgrade(config, "head", sql=True)
+
+    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", libpq_url], input=script.getvalue(),
+                   text=True, check=True, capture_output=True)
+
+    assert table_names(url) == TABLES | {"alembic_version"}
+    command.check(alembic_config(url))
 
 
 def test_date_times_are_timezone_aware_and_children_cascade(database_url, backend):
