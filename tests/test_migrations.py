@@ -2,6 +2,7 @@
 column names and types a DBA and an analyst can work with."""
 import hashlib
 import io
+import re
 import subprocess
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.sql.compiler import RESERVED_WORDS as ANSI_RESERVED_WORDS
 
 from conftest import alembic_config, fresh_database
 from messenger_app import create_app
+from messenger_app.config import PROJECT_ROOT
 from messenger_app.models import Base
 
 TABLES = {"messages", "message_attachments", "message_key_values", "api_keys"}
@@ -148,3 +150,26 @@ def test_every_table_and_column_is_commented_in_postgresql(database_url, backend
                 assert column["comment"], (table, column["name"])
     finally:
         engine.dispose()
+
+
+def test_the_schema_diagram_matches_the_models():
+    """docs/schema.md's Mermaid diagram: every table, column, key and relationship."""
+    document = (PROJECT_ROOT / "docs" / "schema.md").read_text()
+    diagram = re.search(r"```mermaid\n(.*?)```", document, re.S).group(1)
+    drawn = {name: body for name, body in re.findall(r"(\w+) \{\n(.*?)\n\s*\}", diagram, re.S)}
+
+    assert set(drawn) == set(Base.metadata.tables)
+    for name, table in Base.metadata.tables.items():
+        columns = {}
+        for line in drawn[name].splitlines():
+            _type, column, *keys = line.replace(",", " ").split()
+            columns[column] = set(keys)
+        assert columns == {
+            column.name: {key for key, has in (("PK", column.primary_key),
+                                               ("FK", bool(column.foreign_keys))) if has}
+            for column in table.columns
+        }, name
+    relations = set(re.findall(r"(\w+) \|\|--o\{ (\w+)", diagram))
+    assert relations == {(fk.column.table.name, table.name)
+                         for table in Base.metadata.tables.values()
+                         for fk in table.foreign_keys}
