@@ -2,6 +2,7 @@
 from collections.abc import Mapping
 
 from flask import Flask
+from flask_cors import CORS
 
 from . import auth, health, messages, request_ids
 from .config import Config
@@ -23,4 +24,9 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.register_blueprint(messages.blp)
     api.register_blueprint(health.blp)
     app.register_blueprint(auth.cli)
+    CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
+         allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
+                        "X-Request-ID"],
+         expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
+                         "Retry-After"])
     return app

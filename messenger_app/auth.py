@@ -105,7 +105,10 @@ class KeyCache:
 
 
 def authenticate() -> None:
-    """Before every request under /ux/: a valid, unrevoked key, or 401."""
+    """Before every request under /ux/: a valid, unrevoked key, or 401. (A CORS preflight
+    carries no key: it only asks what may be sent.)"""
+    if request.method == "OPTIONS":
+        return
     secret = secret_from_header(request.headers.get("Authorization", ""))
     key = secret and current_app.extensions["api_key_cache"].lookup(secret)
     if not key:

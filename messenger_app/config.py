@@ -23,6 +23,11 @@ class Config:
     MAX_VALUE_LENGTH = int(os.environ.get("MAX_VALUE_LENGTH", "100000"))
     MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
 
+    # Browser origins allowed to call the API (comma-separated; "*" for any; none by
+    # default: CORS is off until configured).
+    CORS_ORIGINS = [origin.strip() for origin in os.environ.get("CORS_ORIGINS", "").split(",")
+                    if origin.strip()]
+
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"
     API_VERSION = "1.0.0"

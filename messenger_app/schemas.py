@@ -174,7 +174,8 @@ class Ordering(fields.String):
         for term in super()._deserialize(value, attr, data, **kwargs).split(","):
             name = term.strip().removeprefix("-")
             if name not in ORDERING_FIELDS:
-                raise self.make_error("invalid_field", name=name, choices=", ".join(ORDERING_FIELDS))
+                raise self.make_error("invalid_field", name=name,
+                                      choices=", ".join(ORDERING_FIELDS))
             terms.append((name, term.strip().startswith("-")))
         return terms
 
