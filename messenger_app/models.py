@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
+    CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
     TypeDecorator, false, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column

@@ -7,7 +7,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from conftest import SMS
-from test_messages import create, full_message
+from test_messages import create
+
 
 def test_list_is_a_plain_array_newest_first(client, acme):
     old = create(client, acme, {"creation_time": "2024-01-01T00:00:00Z"})
