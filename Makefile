@@ -18,7 +18,7 @@ migrate: $(BIN)/.installed
 
 run: migrate
 	$(BIN)/flask --app wsgi api-key create --all-organizations --name "first key" --if-none
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --access-logfile - wsgi:app
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: $(BIN)/.installed
 	$(BIN)/pytest

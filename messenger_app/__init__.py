@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from flask import Flask
 from flask_cors import CORS
 
-from . import auth, health, messages, request_ids
+from . import auth, health, logs, messages
 from .config import Config
 from .extensions import api, db
 
@@ -15,7 +15,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
 
-    request_ids.init_app(app)
+    logs.init_app(app)
     db.init_app(app)
     app.extensions["api_key_cache"] = auth.KeyCache()
     app.url_map.converters["objectid"] = messages.ObjectIdConverter

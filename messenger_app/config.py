@@ -28,6 +28,9 @@ class Config:
     CORS_ORIGINS = [origin.strip() for origin in os.environ.get("CORS_ORIGINS", "").split(",")
                     if origin.strip()]
 
+    # "json": one JSON object a log line; "text" for reading in a terminal.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
+
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"
     API_VERSION = "1.0.0"

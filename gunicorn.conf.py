@@ -1,0 +1,14 @@
+"""gunicorn settings for `make run` and for production: `gunicorn -c gunicorn.conf.py wsgi:app`.
+Environment: HOST, PORT, WEB_CONCURRENCY (workers)."""
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"  # each worker holds one database connection (and one LISTEN connection)
+timeout = 30  # a worker stuck longer is replaced; statements give up after 10 s before that
+graceful_timeout = 30  # on SIGTERM, requests under way get this long to finish
+keepalive = 2
+accesslog = None  # the app logs every request itself, with its request id (logs.py)
+errorlog = "-"
+loglevel = "info"

@@ -1,0 +1,76 @@
+"""Request ids and logs. A request id is taken from `X-Request-ID` (or made), returned on
+every response and put in every log line written while the request runs. Each request is
+logged once, after it is answered (method, path, status, duration, organization, request
+id; never the API key), as JSON lines, or as text with LOG_FORMAT=text."""
+import json
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, g, has_request_context, request
+from flask.logging import default_handler
+
+ACCEPTABLE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+request_log = logging.getLogger("messenger_app.requests")
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(start_request)
+    app.after_request(finish_request)
+    if not getattr(logging.getLogRecordFactory(), "adds_request_id", False):
+        logging.setLogRecordFactory(record_factory(logging.getLogRecordFactory()))
+    default_handler.setFormatter(JSONFormatter() if app.config["LOG_FORMAT"] == "json" else
+                                 logging.Formatter("[%(asctime)s] %(levelname)s %(name)s "
+                                                   "[request %(request_id)s]: %(message)s"))
+    app.logger.setLevel(logging.INFO)
+
+
+def start_request() -> None:
+    offered = request.headers.get("X-Request-ID", "")
+    g.request_id = offered if ACCEPTABLE.fullmatch(offered) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def finish_request(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "-")
+    fields = {
+        "method": request.method, "path": request.path, "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - g.get("request_started", 0)) * 1000, 2),
+        "organization": organization_of(g.get("api_key")),
+    }
+    request_log.info("%(method)s %(path)s %(status)s %(duration_ms)sms", fields,
+                     extra={"http": fields})
+    return response
+
+
+def organization_of(key) -> str | None:
+    """The request's key's organization, "*" for an all-organizations key, None without."""
+    if key is None:
+        return None
+    return "*" if key.all_organizations else key.organization
+
+
+def record_factory(make_record):
+    """Every log record, from any logger, gets the request id (or "-")."""
+
+    def make(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return record
+
+    make.adds_request_id = True
+    return make
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, request id, the request's
+    fields for request lines, and the traceback of an error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage(),
+                "request_id": getattr(record, "request_id", "-"), **getattr(record, "http", {})}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
