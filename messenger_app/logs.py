@@ -2,11 +2,13 @@
 every response and put in every log line written while the request runs. Each request is
 logged once, after it is answered (method, path, status, duration, organization, request
 id; never the API key), as JSON lines, or as text with LOG_FORMAT=text."""
-import json
 import logging
 import re
 import time
 import uuid
+from datetime import datetime, timezone
+
+import orjson
 
 from flask import Flask, g, has_request_context, request
 from flask.logging import default_handler
@@ -68,9 +70,10 @@ class JSONFormatter(logging.Formatter):
     fields for request lines, and the traceback of an error."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage(),
-                "request_id": getattr(record, "request_id", "-"), **getattr(record, "http", {})}
+        line = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+                "level": record.levelname, "logger": record.name,
+                "message": record.getMessage(), "request_id": getattr(record, "request_id", "-"),
+                **getattr(record, "http", {})}
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+        return orjson.dumps(line).decode()
