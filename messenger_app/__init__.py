@@ -3,6 +3,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, health, logs, messages
 from .config import Config
@@ -29,4 +30,7 @@ def create_app(config: Mapping | None = None) -> Flask:
                         "X-Request-ID"],
          expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
                          "Retry-After"])
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app

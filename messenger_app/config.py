@@ -28,6 +28,9 @@ class Config:
     CORS_ORIGINS = [origin.strip() for origin in os.environ.get("CORS_ORIGINS", "").split(",")
                     if origin.strip()]
 
+    # Behind this many reverse proxies, trust their X-Forwarded-For/-Proto/-Host (so that
+    # Location headers name the public URL); 0 when clients connect directly.
+    PROXY_HOPS = int(os.environ.get("PROXY_HOPS", "0"))
     # "json": one JSON object a log line; "text" for reading in a terminal.
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
 

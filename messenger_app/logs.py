@@ -4,6 +4,7 @@ logged once, after it is answered (method, path, status, duration, organization,
 id; never the API key), as JSON lines, or as text with LOG_FORMAT=text."""
 import logging
 import re
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -22,9 +23,17 @@ def init_app(app: Flask) -> None:
     app.after_request(finish_request)
     if not getattr(logging.getLogRecordFactory(), "adds_request_id", False):
         logging.setLogRecordFactory(record_factory(logging.getLogRecordFactory()))
-    default_handler.setFormatter(JSONFormatter() if app.config["LOG_FORMAT"] == "json" else
-                                 logging.Formatter("[%(asctime)s] %(levelname)s %(name)s "
-                                                   "[request %(request_id)s]: %(message)s"))
+    # Straight to stderr: Flask's default handler writes through the WSGI server's error
+    # stream, which is a second logging pipeline (gunicorn's) for every line.
+    app.logger.removeHandler(default_handler)
+    if not any(getattr(h, "messenger", False) for h in app.logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.messenger = True
+        app.logger.addHandler(handler)
+    for handler in app.logger.handlers:
+        handler.setFormatter(JSONFormatter() if app.config["LOG_FORMAT"] == "json" else
+                             logging.Formatter("[%(asctime)s] %(levelname)s %(name)s "
+                                               "[request %(request_id)s]: %(message)s"))
     app.logger.setLevel(logging.INFO)
 
 

@@ -2,8 +2,6 @@
 import json
 import logging
 
-from flask.logging import default_handler
-
 from conftest import SMS
 from messenger_app import create_app
 from messenger_app.logs import JSONFormatter
@@ -51,9 +49,10 @@ def test_each_request_is_logged_once_with_its_facts(client, acme, caplog):
 
 def test_log_lines_can_be_plain_text(database_url):
     try:
-        create_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
+        app = create_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
         record = logging.LogRecord("messenger_app", logging.INFO, __file__, 1, "hello", (), None)
         record.request_id = "r-2"
-        assert default_handler.formatter.format(record).endswith("[request r-2]: hello")
+        (handler,) = app.logger.handlers
+        assert handler.formatter.format(record).endswith("[request r-2]: hello")
     finally:
         create_app({"DATABASE_URL": database_url})  # back to JSON for the other tests

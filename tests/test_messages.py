@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from conftest import SMS
+from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import Attachment, KeyValue, Message
 from messenger_app.schemas import MessageSchema
@@ -538,3 +539,14 @@ def test_a_body_over_the_size_limit_is_413(app, client, acme):
 
     assert_error(response, 413)
     assert row_counts(app) == (0, 0, 0)
+
+
+def test_location_names_the_public_url_behind_a_trusted_proxy(database_url, acme):
+    forwarded = {**acme, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com"}
+    behind = create_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1}).test_client()
+    direct = create_app({"DATABASE_URL": database_url}).test_client()
+
+    assert behind.post(SMS, json={}, headers=forwarded).headers["Location"].startswith(
+        "https://api.example.com/ux/common/messenger/sms/")
+    assert direct.post(SMS, json={}, headers=forwarded).headers["Location"].startswith(
+        "http://localhost/")
