@@ -33,6 +33,8 @@ class Config:
     PROXY_HOPS = int(os.environ.get("PROXY_HOPS", "0"))
     # "json": one JSON object a log line; "text" for reading in a terminal.
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
+    # One log line per request (off: only warnings and errors are logged).
+    LOG_REQUESTS = os.environ.get("LOG_REQUESTS", "true").lower() in ("1", "true", "yes")
 
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"

@@ -35,6 +35,7 @@ def init_app(app: Flask) -> None:
                              logging.Formatter("[%(asctime)s] %(levelname)s %(name)s "
                                                "[request %(request_id)s]: %(message)s"))
     app.logger.setLevel(logging.INFO)
+    request_log.setLevel(logging.INFO if app.config["LOG_REQUESTS"] else logging.WARNING)
 
 
 def start_request() -> None:
@@ -45,6 +46,8 @@ def start_request() -> None:
 
 def finish_request(response):
     response.headers["X-Request-ID"] = g.get("request_id", "-")
+    if not request_log.isEnabledFor(logging.INFO):
+        return response
     fields = {
         "method": request.method, "path": request.path, "status": response.status_code,
         "duration_ms": round((time.perf_counter() - g.get("request_started", 0)) * 1000, 2),
