@@ -12,7 +12,7 @@ from werkzeug.routing import BaseConverter
 from . import message_queries as queries
 from .auth import authenticate, current_key, require_organization_access
 from .extensions import db
-from .models import new_object_id, utcnow
+from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
 from .pagination import page_response
 from .schemas import (
     MessageListArgsSchema, MessageSchema, new_message_defaults, render_message,
@@ -50,10 +50,10 @@ MESSAGE_SCHEMA = MessageSchema()  # an instance: webargs would build a class ane
 class ObjectIdConverter(BaseConverter):
     """A message id in URLs; anything else does not match the route, so it is a 404."""
 
-    regex = "[0-9a-f]{24}"
+    regex = OBJECT_ID_PATTERN
 
 
-OBJECT_ID_PARAMETER = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
+OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{OBJECT_ID_PATTERN}$"}
 ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
             "description": "Optional: change only if the message still has this ETag (else 412)."}

@@ -79,6 +79,7 @@ class _ObjectIdSource:
 
 
 new_object_id = _ObjectIdSource()
+OBJECT_ID_PATTERN = "[0-9a-f]{24}"  # what new_object_id makes, and all a message id may be
 
 
 class Message(Base):

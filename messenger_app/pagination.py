@@ -12,10 +12,11 @@ from flask_smorest import Blueprint, abort
 
 from . import message_queries as queries
 from .extensions import db
+from .models import OBJECT_ID_PATTERN
 
 NEWEST_FIRST = [("creation_time", True)]
 CURSOR_START = "*"
-OBJECT_ID = re.compile("[0-9a-f]{24}")
+OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
 
 
 def page_response(args: dict, organization: str | None) -> Response:
