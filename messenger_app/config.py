@@ -48,4 +48,9 @@ class Config:
             "description": "The API key, bare or after `Token`, `Bearer` or `Api-Key`.",
         }}},
         "security": [{"ApiKey": []}],
+        "info": {"description": (
+            "SMS messages, as the original Django REST framework service served them. Every "
+            "request under `/ux/` carries an API key in `Authorization`. Errors are JSON "
+            "(the `Error` schema); every response has an `X-Request-ID` (the client's, or "
+            "a new one), which the service's log lines carry too.")},
     }

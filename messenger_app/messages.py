@@ -2,6 +2,8 @@
 
 The views validate with the marshmallow schemas (which also document them) and answer with
 messages rendered straight from SQL rows (see message_queries)."""
+from http import HTTPStatus
+
 import orjson
 from flask import Response, request, url_for
 from flask.views import MethodView
@@ -62,6 +64,17 @@ IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
                  "description": "Optional: 304 if the message still has this ETag."}
 
 
+def errors(*codes: int):
+    """Document the errors an operation can give (described in extensions.ERROR_RESPONSES)."""
+
+    def document(view):
+        for code in codes:
+            view = blp.alt_response(code, response=HTTPStatus(code).name)(view)
+        return view
+
+    return document
+
+
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, mimetype="application/json")
 
@@ -120,6 +133,8 @@ class Messages(MethodView):
             '`next` alone in cursor mode, absent on the last page.'),
             "schema": {"type": "string"}},
     })
+    @errors(401, 422, 503)
+    @blp.doc(operationId="list_messages")
     def get(self, args):
         """List messages, filtered and ordered (newest first unless asked)."""
         return page_response(args, key_scope())
@@ -127,6 +142,8 @@ class Messages(MethodView):
     @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(201, MessageSchema, headers={**ETAG_HEADER, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
+    @errors(400, 401, 403, 413, 415, 422, 503)
+    @blp.doc(operationId="create_message")
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
         fields.setdefault("organization", current_key().organization)
@@ -143,8 +160,10 @@ class Messages(MethodView):
 @blp.route("/<objectid:message_id>/")
 class MessageItem(MethodView):
     @blp.response(200, MessageSchema, headers=ETAG_HEADER)
-    @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.")
-    @blp.doc(parameters=[IF_NONE_MATCH])
+    @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.",
+                      headers=ETAG_HEADER)
+    @errors(401, 404, 503)
+    @blp.doc(operationId="read_message", parameters=[IF_NONE_MATCH])
     def get(self, message_id):
         """Read one message."""
         found = queries.read_message(db.connection(), message_id, key_scope())
@@ -158,23 +177,23 @@ class MessageItem(MethodView):
 
     @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(200, MessageSchema, headers=ETAG_HEADER)
-    @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
-    @blp.doc(parameters=[IF_MATCH])
+    @errors(400, 401, 403, 404, 412, 413, 415, 422, 503)
+    @blp.doc(operationId="update_message", parameters=[IF_MATCH])
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
         return update(message_id, fields)
 
     @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(200, MessageSchema, headers=ETAG_HEADER)
-    @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
-    @blp.doc(parameters=[IF_MATCH])
+    @errors(400, 401, 403, 404, 412, 413, 415, 422, 503)
+    @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH])
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
 
     @blp.response(204)
-    @blp.alt_response(412, description="`If-Match` no longer matches: nothing deleted.")
-    @blp.doc(parameters=[IF_MATCH])
+    @errors(401, 404, 412, 503)
+    @blp.doc(operationId="delete_message", parameters=[IF_MATCH])
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""
         versions = if_match_versions()
