@@ -8,13 +8,14 @@ from http import HTTPStatus
 from pathlib import Path
 
 import flask_smorest
-from flask import current_app, g
+from flask import current_app, g, send_from_directory
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, fields
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -86,7 +87,7 @@ def nullable_object_as_all_of(_converter, _field, ret: dict, **_kwargs) -> dict:
 class Api(flask_smorest.Api):
     """flask-smorest's Api; every error body also says in `message` what went wrong, and a
     405 keeps its `Allow` header. The OpenAPI document describes each error the operations
-    give."""
+    give; Swagger UI at /docs is served from a package, with no CDN."""
 
     ERROR_SCHEMA = ErrorSchema
 
@@ -101,6 +102,11 @@ class Api(flask_smorest.Api):
             prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
             self.spec.components.response(name, response, lazy=True)
 
+    def _register_swagger_ui_rule(self, blueprint):
+        super()._register_swagger_ui_rule(blueprint)
+        blueprint.add_url_rule("/docs/assets/<path:filename>", endpoint="swagger_ui_assets",
+                               view_func=swagger_ui_asset)
+
     def handle_http_exception(self, error):
         payload, code, headers = super().handle_http_exception(error)
         message = payload.pop("message", None) or (
@@ -111,6 +117,11 @@ class Api(flask_smorest.Api):
         allow = {k: v for k, v in error.get_headers() if k == "Allow"}
         body = {"code": code, "status": payload["status"], "message": message, **payload}
         return body, code, {**allow, **(headers or {})}
+
+
+def swagger_ui_asset(filename: str):
+    """Swagger UI's scripts and styles, from the swagger-ui-bundle package."""
+    return send_from_directory(swagger_ui_path, filename)
 
 
 api = Api()
