@@ -35,6 +35,8 @@ class Config:
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
     # One log line per request (off: only warnings and errors are logged).
     LOG_REQUESTS = os.environ.get("LOG_REQUESTS", "true").lower() in ("1", "true", "yes")
+    # Prometheus metrics at /metrics, open without a key (off: a 404, and no per-request cost).
+    METRICS = os.environ.get("METRICS", "true").lower() in ("1", "true", "yes")
 
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"
