@@ -171,6 +171,16 @@ Index("ix_messages_organization_id", Message.organization, Message.id)
 for _column in ("ref_id", "customer_id", "communication_id", "user_id"):
     Index(f"ix_messages_{_column}", Message.__table__.c[_column])
 
+# The reporting views' access paths (see migration 0007 and docs/reporting.md): one
+# organization's days (PostgreSQL only: the UTC date of a timestamptz is its expression),
+# and its unread messages per assignee, oldest first at hand.
+Index("ix_messages_organization_creation_day", Message.organization,
+      text("((creation_time AT TIME ZONE 'UTC')::date)")).ddl_if(dialect="postgresql")
+Index("ix_messages_unread", Message.organization, Message.user_id,
+      postgresql_include=["creation_time"],
+      postgresql_where=text("NOT is_assignee_read AND NOT is_deleted"),
+      sqlite_where=text("NOT is_assignee_read AND NOT is_deleted"))
+
 
 class Attachment(Base):
     """One attachment id of a message; `ordinal` keeps the list's order."""
