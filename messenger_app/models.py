@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
+    CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text,
     TypeDecorator, false, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -304,3 +304,57 @@ class ApiKey(Base):
             key_salt=salt,
         )
         return key, secret
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key a client sent with a write, and the answer it got (see
+    messenger_app/idempotency.py). A row is claimed `in_flight` before the write and turned
+    `done`, with the response, in the write's own transaction."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(
+        Text, primary_key=True,
+        comment="Whose key it is: org:<organization> for an organization's API keys, "
+                "key:<api_keys.id> for an all-organizations key.",
+    )
+    idempotency_key: Mapped[str] = mapped_column(
+        String(255), primary_key=True, comment='The Idempotency-Key header, as the client sent it.',
+    )
+    request_method: Mapped[str] = mapped_column(
+        String(8), comment='The HTTP method of the first request with the key.',
+    )
+    request_path: Mapped[str] = mapped_column(
+        Text, comment='The URL path of the first request with the key.',
+    )
+    body_digest: Mapped[str] = mapped_column(
+        String(64),
+        comment="SHA-256 (hex) of the first request's body as canonical JSON (sorted keys).",
+    )
+    state: Mapped[str] = mapped_column(
+        String(9), comment='in_flight while the first request runs; done once answered.',
+    )
+    response_status: Mapped[int | None] = mapped_column(
+        Integer, comment='The stored response: its HTTP status (null while in flight).',
+    )
+    response_headers: Mapped[str | None] = mapped_column(
+        Text, comment='The stored response: Content-Type, Location and ETag, as a JSON object.',
+    )
+    response_body: Mapped[bytes | None] = mapped_column(
+        LargeBinary, comment='The stored response: its body, byte for byte.',
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, comment='When the key was claimed (UTC); identifies the claim.',
+    )
+    expires_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, index=True,
+        comment='When the key may be used afresh and the row deleted (UTC).',
+    )
+
+    __table_args__ = (
+        CheckConstraint("state IN ('in_flight', 'done')", name="state"),
+        {"comment": (
+            'Idempotency-Key headers of writes and their stored responses, so that a retried '
+            'request is answered again instead of being applied twice; rows expire.'
+        )},
+    )

@@ -20,7 +20,8 @@ from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.models import Base
 
-TABLES = {"messages", "message_attachments", "message_key_values", "api_keys"}
+TABLES = {"messages", "message_attachments", "message_key_values", "api_keys",
+          "idempotency_keys"}
 
 
 @pytest.fixture
