@@ -29,8 +29,8 @@ class ErrorSchema(Schema):
     status = fields.String(required=True, metadata={"description": "Its name."})
     message = fields.String(required=True, metadata={"description": "What went wrong."})
     errors = fields.Dict(metadata={"description": (
-        "Field errors, by where they are (`json`: the body, `query`: the query string), then "
-        "by field or parameter, each a list of messages.")})
+        "Field errors, by where they are (`json`: the body, `query`: the query string, "
+        "`headers`), then by field, parameter or header, each a list of messages.")})
 
 
 def error_response(code: int, description: str, message: str, headers: dict | None = None,
@@ -56,13 +56,18 @@ ERROR_RESPONSES = [
                    "This API key can't write messages of another organization."),
     error_response(404, "No such message (another organization's messages are not found "
                         "either).", "No such message."),
+    error_response(409, "A request with the same Idempotency-Key is still running: nothing "
+                        "was applied; retry after `Retry-After` seconds.",
+                   "A request with this Idempotency-Key is still running; retry shortly.",
+                   {"Retry-After": string_header("Seconds to wait before retrying.")}),
     error_response(412, "`If-Match` no longer matches the message's ETag: nothing changed.",
                    "The message has changed since the ETag in If-Match."),
     error_response(413, "The body is over the size limit (MAX_BODY_BYTES, 1 MiB by default).",
                    "The data value transmitted exceeds the capacity limit."),
     error_response(415, "The body is not `application/json`.",
                    "The body must be application/json."),
-    error_response(422, "Fields or query parameters that are not valid, named in `errors`.",
+    error_response(422, "Fields, query parameters or the Idempotency-Key that are not valid "
+                        "(or the key was used for another request), named in `errors`.",
                    "The request's fields or parameters are not valid: see errors.",
                    errors={"json": {"msg_type": ["Not a valid integer."]}}),
     error_response(503, "The database can't be reached or timed out: retry after "
@@ -170,7 +175,11 @@ class Database:
 
 @contextmanager
 def transaction(connection: Connection) -> Iterator[Connection]:
-    """Make the statements run on a request's autocommit connection commit together."""
+    """Make the statements run on a request's autocommit connection commit together. Inside
+    another `transaction()` (an idempotent write), they join it."""
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        yield connection
+        return
     connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
     connection.execution_options(isolation_level=connection.default_isolation_level)
     try:

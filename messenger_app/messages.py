@@ -14,6 +14,8 @@ from werkzeug.routing import BaseConverter
 from . import message_queries as queries
 from .auth import authenticate, current_key, require_organization_access
 from .extensions import db
+from .idempotency import REPLAYED_HEADER, idempotent
+from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
 from .pagination import page_response
 from .schemas import (
@@ -57,6 +59,7 @@ class ObjectIdConverter(BaseConverter):
 
 OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{OBJECT_ID_PATTERN}$"}
 ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
+WRITE_HEADERS = {**ETAG_HEADER, **REPLAYED_HEADER}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
             "description": "Optional: change only if the message still has this ETag (else 412)."}
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
@@ -140,10 +143,11 @@ class Messages(MethodView):
         return page_response(args, key_scope())
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(201, MessageSchema, headers={**ETAG_HEADER, "Location": {
+    @blp.response(201, MessageSchema, headers={**WRITE_HEADERS, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
-    @errors(400, 401, 403, 413, 415, 422, 503)
-    @blp.doc(operationId="create_message")
+    @errors(400, 401, 403, 409, 413, 415, 422, 503)
+    @blp.doc(operationId="create_message", parameters=[IDEMPOTENCY_KEY])
+    @idempotent
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
         fields.setdefault("organization", current_key().organization)
@@ -176,24 +180,27 @@ class MessageItem(MethodView):
         return json_response(message, headers={"ETag": tag})
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
-    @errors(400, 401, 403, 404, 412, 413, 415, 422, 503)
-    @blp.doc(operationId="update_message", parameters=[IF_MATCH])
+    @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
+    @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
+    @blp.doc(operationId="update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @idempotent
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
         return update(message_id, fields)
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
-    @errors(400, 401, 403, 404, 412, 413, 415, 422, 503)
-    @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH])
+    @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
+    @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
+    @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @idempotent
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
 
-    @blp.response(204)
-    @errors(401, 404, 412, 503)
-    @blp.doc(operationId="delete_message", parameters=[IF_MATCH])
+    @blp.response(204, headers=REPLAYED_HEADER)
+    @errors(401, 404, 409, 412, 422, 503)
+    @blp.doc(operationId="delete_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @idempotent
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""
         versions = if_match_versions()
