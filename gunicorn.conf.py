@@ -2,6 +2,8 @@
 Environment: HOST, PORT, WEB_CONCURRENCY (workers)."""
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
@@ -12,3 +14,20 @@ keepalive = 2
 accesslog = None  # the app logs every request itself, with its request id (logs.py)
 errorlog = "-"
 loglevel = "info"
+
+# Metrics (messenger_app/metrics.py): each worker writes its samples to files in this
+# directory, and /metrics adds up every worker's. A fresh one each start, so that no count
+# from an earlier run is added in; set before the workers import prometheus_client.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="messenger-metrics-")
+
+
+def child_exit(server, worker):
+    """A dead worker's connections no longer count (its request counts still do)."""
+    from prometheus_client import multiprocess  # here: it picks its mode when imported
+
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

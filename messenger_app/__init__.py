@@ -5,7 +5,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, health, idempotency, logs, messages
+from . import auth, health, idempotency, logs, messages, metrics
 from .config import Config
 from .extensions import api, db
 
@@ -24,6 +24,9 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
     api.register_blueprint(messages.blp)
     api.register_blueprint(health.blp)
+    api.register_blueprint(metrics.blp)
+    if app.config["METRICS"]:
+        metrics.init_app(app, app.extensions["database"][0])
     app.register_blueprint(auth.cli)
     app.register_blueprint(idempotency.cli)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,

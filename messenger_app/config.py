@@ -42,6 +42,8 @@ class Config:
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
     # One log line per request (off: only warnings and errors are logged).
     LOG_REQUESTS = os.environ.get("LOG_REQUESTS", "true").lower() in ("1", "true", "yes")
+    # Prometheus metrics at /metrics, open without a key (off: a 404, and no per-request cost).
+    METRICS = os.environ.get("METRICS", "true").lower() in ("1", "true", "yes")
 
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"
@@ -55,4 +57,15 @@ class Config:
             "description": "The API key, bare or after `Token`, `Bearer` or `Api-Key`.",
         }}},
         "security": [{"ApiKey": []}],
+        "info": {"description": (
+            "SMS messages, as the original Django REST framework service served them. Every "
+            "request under `/ux/` carries an API key in `Authorization`. Errors are JSON "
+            "(the `Error` schema); every response has an `X-Request-ID` (the client's, or "
+            "a new one), which the service's log lines carry too.")},
     }
+    # Interactive docs at /docs: Swagger UI, its files served by this service from the
+    # swagger-ui-bundle package (extensions.Api), so it works with no internet access.
+    OPENAPI_SWAGGER_UI_PATH = "docs"
+    OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+    # No validator badge (fetched from swagger.io); links to operations: /docs#/sms/create_message
+    OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "deepLinking": True}

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import PROJECT_ROOT
-from .extensions import db
+from .extensions import ErrorSchema, db
 
 blp = Blueprint("health", __name__, description="Liveness and readiness.")
 SCHEMA_HEAD = ScriptDirectory.from_config(
@@ -23,7 +23,7 @@ class HealthSchema(Schema):
 
 @blp.route("/healthz")
 class Health(MethodView):
-    @blp.doc(security=[])
+    @blp.doc(security=[], operationId="liveness")
     @blp.response(200, HealthSchema)
     def get(self):
         """Liveness: the process answers (the database is not asked)."""
@@ -32,9 +32,10 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
-    @blp.doc(security=[])
+    @blp.doc(security=[], operationId="readiness")
     @blp.response(200, HealthSchema)
-    @blp.alt_response(503, description="The database can't be reached or isn't migrated.")
+    @blp.alt_response(503, schema=ErrorSchema,
+                      description="The database can't be reached or isn't migrated.")
     def get(self):
         """Readiness: the database answers and its schema is at the latest migration."""
         try:

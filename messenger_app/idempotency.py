@@ -61,11 +61,6 @@ REPLAYED_HEADER = {REPLAYED: {
     "description": "`true` on the stored response to an earlier request with the same "
                    "Idempotency-Key (nothing was applied this time); absent otherwise.",
     "schema": {"type": "string", "enum": ["true"]}}}
-CONFLICT_DOC = {"description": "A request with the same Idempotency-Key is still running: "
-                               "nothing was applied; retry after `Retry-After` seconds.",
-                "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
-INVALID_DOC = {"description": "The Idempotency-Key is not 1 to 255 visible ASCII characters, "
-                              "or was used for another request."}
 
 keys = IdempotencyKey.__table__
 SAME_KEY = and_(keys.c.scope == bindparam("owner"), keys.c.idempotency_key == bindparam("key"))

@@ -2,6 +2,8 @@
 
 The views validate with the marshmallow schemas (which also document them) and answer with
 messages rendered straight from SQL rows (see message_queries)."""
+from http import HTTPStatus
+
 import orjson
 from flask import Response, request, url_for
 from flask.views import MethodView
@@ -12,7 +14,7 @@ from werkzeug.routing import BaseConverter
 from . import message_queries as queries
 from .auth import authenticate, current_key, require_organization_access
 from .extensions import db
-from .idempotency import CONFLICT_DOC, INVALID_DOC, REPLAYED_HEADER, idempotent
+from .idempotency import REPLAYED_HEADER, idempotent
 from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
 from .pagination import page_response
@@ -63,6 +65,17 @@ IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"t
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
                  "schema": {"type": "string"},
                  "description": "Optional: 304 if the message still has this ETag."}
+
+
+def errors(*codes: int):
+    """Document the errors an operation can give (described in extensions.ERROR_RESPONSES)."""
+
+    def document(view):
+        for code in codes:
+            view = blp.alt_response(code, response=HTTPStatus(code).name)(view)
+        return view
+
+    return document
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -123,6 +136,8 @@ class Messages(MethodView):
             '`next` alone in cursor mode, absent on the last page.'),
             "schema": {"type": "string"}},
     })
+    @errors(401, 422, 503)
+    @blp.doc(operationId="list_messages")
     def get(self, args):
         """List messages, filtered and ordered (newest first unless asked)."""
         return page_response(args, key_scope())
@@ -130,8 +145,8 @@ class Messages(MethodView):
     @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(201, MessageSchema, headers={**WRITE_HEADERS, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
-    @blp.alt_response(409, **CONFLICT_DOC)
-    @blp.doc(parameters=[IDEMPOTENCY_KEY])
+    @errors(400, 401, 403, 409, 413, 415, 422, 503)
+    @blp.doc(operationId="create_message", parameters=[IDEMPOTENCY_KEY])
     @idempotent
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
@@ -149,8 +164,10 @@ class Messages(MethodView):
 @blp.route("/<objectid:message_id>/")
 class MessageItem(MethodView):
     @blp.response(200, MessageSchema, headers=ETAG_HEADER)
-    @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.")
-    @blp.doc(parameters=[IF_NONE_MATCH])
+    @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.",
+                      headers=ETAG_HEADER)
+    @errors(401, 404, 503)
+    @blp.doc(operationId="read_message", parameters=[IF_NONE_MATCH])
     def get(self, message_id):
         """Read one message."""
         found = queries.read_message(db.connection(), message_id, key_scope())
@@ -164,9 +181,8 @@ class MessageItem(MethodView):
 
     @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
-    @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
-    @blp.alt_response(409, **CONFLICT_DOC)
-    @blp.doc(parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
+    @blp.doc(operationId="update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @idempotent
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
@@ -174,19 +190,16 @@ class MessageItem(MethodView):
 
     @blp.arguments(MESSAGE_SCHEMA)
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
-    @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
-    @blp.alt_response(409, **CONFLICT_DOC)
-    @blp.doc(parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
+    @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @idempotent
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
 
     @blp.response(204, headers=REPLAYED_HEADER)
-    @blp.alt_response(412, description="`If-Match` no longer matches: nothing deleted.")
-    @blp.alt_response(409, **CONFLICT_DOC)
-    @blp.alt_response(422, **INVALID_DOC)
-    @blp.doc(parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @errors(401, 404, 409, 412, 422, 503)
+    @blp.doc(operationId="delete_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @idempotent
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""

@@ -10,6 +10,13 @@ SHORT_TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)  # ids, types, keys
 LONG_TEXT = validate.Length(max=Config.MAX_VALUE_LENGTH)  # the `values` of key/value objects
 LIST_SIZE = validate.Length(max=Config.MAX_LIST_LENGTH)
 
+# The example values of the original API doc (../shared/seed/), which /openapi.json and
+# /docs show in its place: every message in that doc reads like this.
+EXAMPLE_TEXT = {"example": "text"}
+EXAMPLE_INTEGER = {"example": 1}
+EXAMPLE_BOOLEAN = {"example": True}
+EXAMPLE_DATE_TIME = {"example": "2025-08-31T15:55:11.247Z"}
+
 
 class Text(fields.String):
     """A string that PostgreSQL can store: no NUL character. (A lone surrogate never gets
@@ -59,19 +66,23 @@ class UTCDateTime(fields.DateTime):
 
 
 def nullable_text():
-    return Text(allow_none=True, validate=SHORT_TEXT)
+    return Text(allow_none=True, validate=SHORT_TEXT, metadata=EXAMPLE_TEXT)
 
 
 def nullable_int32():
-    return fields.Integer(allow_none=True, strict=True, validate=INT32)
+    return fields.Integer(allow_none=True, strict=True, validate=INT32, metadata=EXAMPLE_INTEGER)
+
+
+def flag():
+    return StrictBoolean(metadata=EXAMPLE_BOOLEAN)
 
 
 class KeyValueSchema(Schema):
     """`{"keys", "values", "queryparam"}`; a key left out is null (or false)."""
 
-    keys = Text(allow_none=True, load_default=None, validate=SHORT_TEXT)
-    values = Text(allow_none=True, load_default=None, validate=LONG_TEXT)
-    queryparam = StrictBoolean(load_default=False)
+    keys = Text(allow_none=True, load_default=None, validate=SHORT_TEXT, metadata=EXAMPLE_TEXT)
+    values = Text(allow_none=True, load_default=None, validate=LONG_TEXT, metadata=EXAMPLE_TEXT)
+    queryparam = StrictBoolean(load_default=False, metadata=EXAMPLE_BOOLEAN)
 
 
 def nullable_key_value():
@@ -83,7 +94,7 @@ class MessageSchema(Schema):
     only the fields sent. `id` and `event_time` may be sent back and are ignored."""
 
     id = fields.String(dump_only=True, metadata={"example": "68b4707f2e5b5c1f0a8c9d01"})
-    event_time = UTCDateTime(dump_only=True)
+    event_time = UTCDateTime(dump_only=True, metadata=EXAMPLE_DATE_TIME)
     communication_id = nullable_text()
     msg_type = nullable_int32()
     type = nullable_text()
@@ -92,19 +103,20 @@ class MessageSchema(Schema):
     module_id = nullable_int32()
     ref_id = nullable_text()
     ref_display_id = nullable_text()
-    is_system_gen = StrictBoolean()
+    is_system_gen = flag()
     imap_config_id = nullable_text()
-    attachment_ids = fields.List(Text(validate=SHORT_TEXT), validate=LIST_SIZE)
+    attachment_ids = fields.List(Text(validate=SHORT_TEXT), validate=LIST_SIZE,
+                                 metadata={"example": []})
     created_by = nullable_text()
     organization = nullable_text()
-    creation_time = UTCDateTime(allow_none=True)
-    last_update_time = UTCDateTime(allow_none=True)
-    is_deleted = StrictBoolean()
-    is_assignee_read = StrictBoolean()
+    creation_time = UTCDateTime(allow_none=True, metadata=EXAMPLE_DATE_TIME)
+    last_update_time = UTCDateTime(allow_none=True, metadata=EXAMPLE_DATE_TIME)
+    is_deleted = flag()
+    is_assignee_read = flag()
     message_read_map = fields.List(fields.Nested(KeyValueSchema), validate=LIST_SIZE)
     customer_id = nullable_text()
     customer_entity_id = nullable_text()
-    is_description = StrictBoolean()
+    is_description = flag()
     email_data = nullable_key_value()
     sms_data = nullable_key_value()
     api_data = nullable_key_value()
@@ -148,20 +160,21 @@ def render_message(values: dict) -> dict:
 # --- List query parameters (Django REST framework style) ---------------------------------
 
 RANGE_FILTER_FIELDS = ("creation_time", "last_update_time", "msg_type", "module_id")
-RANGE_OPERATORS = ("gte", "gt", "lte", "lt")
+RANGE_OPERATORS = {"gte": "≥", "gt": ">", "lte": "≤", "lt": "<"}
 ORDERING_FIELDS = ("creation_time", "last_update_time", "event_time", "id", "msg_type", "module_id")
 
 
-def _query_field(name: str) -> fields.Field:
+def _query_field(name: str, description: str) -> fields.Field:
     """The query-string twin of a message field: same type, but booleans read true/false."""
     field = MessageSchema._declared_fields[name]
+    metadata = {"description": description}
     if isinstance(field, fields.Boolean):
-        return fields.Boolean()
+        return fields.Boolean(metadata=metadata)
     if isinstance(field, UTCDateTime):
-        return UTCDateTime()
+        return UTCDateTime(metadata=metadata)
     if isinstance(field, fields.Integer):
-        return fields.Integer(strict=False, validate=INT32)
-    return Text()
+        return fields.Integer(strict=False, validate=INT32, metadata=metadata)
+    return Text(metadata=metadata)
 
 
 class Ordering(fields.String):
@@ -187,9 +200,10 @@ SCALAR_FILTER_FIELDS = tuple(
 
 
 class MessageListArgsSchema(Schema.from_dict(
-    {name: _query_field(name) for name in SCALAR_FILTER_FIELDS}
-    | {f"{name}__{op}": _query_field(name)
-       for name in RANGE_FILTER_FIELDS for op in RANGE_OPERATORS}
+    {name: _query_field(name, f"Messages whose `{name}` is this value.")
+     for name in SCALAR_FILTER_FIELDS}
+    | {f"{name}__{op}": _query_field(name, f"Messages whose `{name}` is {sign} this value.")
+       for name in RANGE_FILTER_FIELDS for op, sign in RANGE_OPERATORS.items()}
 )):
     """Filters: `field=value` (exact), `field__gte|gt|lte|lt=value` (ranges); `ordering`;
     page mode (`page`, `page_size`) or cursor mode (`cursor`, `page_size`). An empty value
@@ -203,7 +217,8 @@ class MessageListArgsSchema(Schema.from_dict(
         "In cursor mode only `id` or `-id` (the default).")})
     page = fields.Integer(validate=validate.Range(min=1), metadata={
         "description": "Page number, from 1 (page mode; default 1)."})
-    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
+                               metadata={"description": "Messages a page."})
     cursor = fields.String(metadata={"description": (
         "Cursor mode: `*` for the first page, then the `cursor` of the `Link: rel=\"next\"` "
         "URL. Messages come in id order (creation order), newest first unless "

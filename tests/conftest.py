@@ -5,12 +5,19 @@ is dropped and created anew for each run. Where PostgreSQL can't be reached its 
 skipped, except with CI set, where they fail.
 """
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from flask import Flask
 from sqlalchemy import create_engine, event, make_url, text
 
 from messenger_app import create_app
@@ -158,3 +165,44 @@ def assert_refused_from_now_on(client, headers) -> None:
         assert time.monotonic() < deadline, "the revoked key is still accepted"
         time.sleep(0.01)
     assert all(client.get(SMS, headers=headers).status_code == 401 for _ in range(5))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Service(NamedTuple):
+    base: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen  # gunicorn's master
+    app: Flask  # an app on the same database, to make keys with
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory) -> Service:
+    """The service as deployed: gunicorn with gunicorn.conf.py and 3 workers, on a
+    PostgreSQL database of its own and a free port."""
+    url = fresh_database("postgresql", tmp_path_factory, "service")
+    command.upgrade(alembic_config(url), "head")
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(port),
+           "WEB_CONCURRENCY": "3", "LOG_REQUESTS": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                               "wsgi:app"], cwd=PROJECT_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_serving(base, server)
+    yield Service(base, server, create_app({"DATABASE_URL": url}))
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def wait_until_serving(base: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1)
+            return
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
+            time.sleep(0.1)

@@ -3,7 +3,6 @@ parallel PATCHes against gunicorn on PostgreSQL."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SMS, make_key
+from conftest import SMS, free_port, make_key
 from messenger_app.config import PROJECT_ROOT
 from test_messages import create, full_message, row_counts, url
 
@@ -86,12 +85,6 @@ def test_if_match_on_an_unknown_message_is_404(client, acme):
         response = getattr(client, method)(url("0" * 24), json={},
                                            headers={**acme, "If-Match": '"1"'})
         assert response.status_code == 404
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

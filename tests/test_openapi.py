@@ -1,0 +1,204 @@
+"""/openapi.json: a valid OpenAPI document (openapi-spec-validator) that documents every
+operation, parameter and header, every error each operation gives (each one provoked here
+and compared with its documentation), and the original API doc's examples."""
+import json
+import os
+import re
+import threading
+
+import pytest
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+
+from conftest import SMS
+from messenger_app import create_app
+from messenger_app import message_queries as queries
+from messenger_app.config import PROJECT_ROOT
+from test_health import CLOSED_PORT_URL
+from test_messages import create
+
+SEED = PROJECT_ROOT.parent / "shared" / "seed"  # the original API doc
+ITEM = f"{SMS}{{message_id}}/"
+# Every error each operation can give; each is provoked below.
+ERRORS = {
+    "list_messages": {401, 422, 503},
+    "create_message": {400, 401, 403, 409, 413, 415, 422, 503},
+    "read_message": {401, 404, 503},
+    "update_message": {400, 401, 403, 404, 409, 412, 413, 415, 422, 503},
+    "partial_update_message": {400, 401, 403, 404, 409, 412, 413, 415, 422, 503},
+    "delete_message": {401, 404, 409, 412, 422, 503},
+}
+WRITES = {"POST": "insert_message", "PUT": "update_message", "PATCH": "update_message",
+          "DELETE": "delete_message"}
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    return client.get("/openapi.json").get_json()
+
+
+def operations(spec: dict) -> dict[str, tuple[str, str, dict]]:
+    """operationId: (method, path, operation)."""
+    return {operation["operationId"]: (method, path, operation)
+            for path, item in spec["paths"].items() for method, operation in item.items()
+            if method != "parameters"}
+
+
+def resolve(spec: dict, node: dict) -> dict:
+    while "$ref" in node:
+        section, name = node["$ref"].split("/")[-2:]
+        node = spec["components"][section][name]
+    return node
+
+
+def test_the_document_is_valid_openapi(spec):
+    validate(spec)  # raises on any error
+
+    assert spec["openapi"] == "3.0.3"
+    assert {operation_id for operation_id, (_, path, _) in operations(spec).items()
+            if path.startswith(SMS)} == set(ERRORS)
+
+
+def test_the_key_headers_and_list_parameters_are_documented(spec):
+    scheme = spec["components"]["securitySchemes"]["ApiKey"]
+    found = operations(spec)
+    parameters = {p["name"]: p for p in found["list_messages"][2]["parameters"]}
+
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert spec["security"] == [{"ApiKey": []}]
+    assert all(p.get("description") for p in parameters.values())
+    assert {"ref_id", "organization", "is_deleted", "creation_time__gte", "module_id__lt",
+            "ordering", "page", "page_size", "cursor"} <= set(parameters)
+    assert set(found["list_messages"][2]["responses"]["200"]["headers"]) == {"X-Pagination",
+                                                                             "Link"}
+    assert {"ETag", "Location"} <= set(found["create_message"][2]["responses"]["201"]["headers"])
+    for operation_id in ("read_message", "update_message", "partial_update_message"):
+        assert "ETag" in found[operation_id][2]["responses"]["200"]["headers"]
+    for operation_id in ("update_message", "partial_update_message", "delete_message"):
+        assert "If-Match" in {p["name"] for p in found[operation_id][2]["parameters"]}
+    assert "If-None-Match" in {p["name"] for p in found["read_message"][2]["parameters"]}
+
+
+def test_every_error_response_is_the_error_schema(spec):
+    for operation_id, (_, _, operation) in operations(spec).items():
+        for code, response in operation["responses"].items():
+            if code == "default" or int(code) >= 400:
+                content = resolve(spec, response)["content"]["application/json"]
+                assert content["schema"] == {"$ref": "#/components/schemas/Error"}, operation_id
+    error = spec["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"code", "status", "message"}
+
+
+def test_each_operation_documents_exactly_the_errors_it_gives(spec):
+    for operation_id, codes in ERRORS.items():
+        documented = {int(code) for code in operations(spec)[operation_id][2]["responses"]
+                      if code != "default" and int(code) >= 400}
+        assert documented == codes, operation_id
+
+
+def provoke(app, client, headers, method: str, path: str, code: int, monkeypatch):
+    """Send the request that `method` on `path` answers with `code`."""
+    message_id = create(client, headers)["id"] if "{message_id}" in path else None
+    target = path.replace("{message_id}", "0" * 24 if code == 404 else str(message_id))
+    if code == 409:
+        return repeat_while_running(app, method.upper(), target, headers, monkeypatch)
+    json_type = "application/json"
+    request = {
+        400: {"data": "{not json", "content_type": json_type},
+        401: {"headers": {}},
+        403: {"json": {"organization": "globex"}},
+        404: {},
+        412: {"headers": {**headers, "If-Match": '"999"'}},
+        413: {"data": json.dumps({"ref_id": "x" * app.config["MAX_CONTENT_LENGTH"]}),
+              "content_type": json_type},
+        415: {"data": "{}", "content_type": "text/plain"},
+        422: ({"query_string": {"page_size": 0}} if method == "get" else
+              {"headers": {**headers, "Idempotency-Key": "not valid"}} if method == "delete"
+              else {"json": {"msg_type": "one"}}),
+        503: {},
+    }[code]
+    if code == 503:
+        client = create_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
+    return client.open(target, method=method.upper(), **{"headers": headers, **request})
+
+
+def repeat_while_running(app, method: str, target: str, headers: dict, monkeypatch):
+    """The same write with the same Idempotency-Key, sent while the first one runs."""
+    keyed = {**headers, "Idempotency-Key": "provoke-409"}
+    real_write = getattr(queries, WRITES[method])
+    repeats = []
+
+    def write(*args):
+        if not repeats:  # from another thread: a request has its thread's connection
+            repeat = threading.Thread(target=lambda: repeats.append(
+                app.test_client().open(target, method=method, headers=keyed, json={})))
+            repeat.start()
+            repeat.join()
+        return real_write(*args)
+
+    monkeypatch.setattr(queries, WRITES[method], write)
+    assert app.test_client().open(target, method=method, headers=keyed, json={}).status_code < 300
+    return repeats[0]
+
+
+@pytest.mark.parametrize("operation_id, code", [
+    (operation_id, code) for operation_id, codes in ERRORS.items() for code in sorted(codes)])
+def test_each_documented_error_is_what_the_operation_answers(app, client, acme, spec,
+                                                             monkeypatch, operation_id, code):
+    method, path, operation = operations(spec)[operation_id]
+    documented = resolve(spec, operation["responses"][str(code)])
+
+    response = provoke(app, client, acme, method, path, code, monkeypatch)
+
+    assert response.status_code == code
+    body = response.get_json()
+    OAS30Validator(spec["components"]["schemas"]["Error"]).validate(body)
+    example = documented["content"]["application/json"]["example"]
+    assert (body["code"], body["status"]) == (example["code"], example["status"])
+    assert set(documented.get("headers", {})) <= set(response.headers.keys())
+
+
+def example_of(spec: dict, schema: dict, writing: bool):
+    """The example a reader of the document sees (as Swagger UI builds it): the schema's
+    own example, or one built from its items' or properties' examples."""
+    schema = resolve(spec, schema)
+    if "allOf" in schema:
+        return example_of(spec, schema["allOf"][0], writing)
+    if "example" in schema:
+        return schema["example"]
+    if schema.get("type") == "array":
+        return [example_of(spec, schema["items"], writing)]
+    return {name: example_of(spec, field, writing) for name, field in schema["properties"].items()
+            if not (writing and field.get("readOnly"))}
+
+
+def seed_examples() -> list:
+    """The JSON examples of the original API doc (request and response bodies)."""
+    if not SEED.is_dir():
+        message = f"The original API doc is not at {SEED}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    text = "\n".join(path.read_text() for path in sorted(SEED.glob("*.txt")))
+    return [json.loads(block) for block in re.findall(r"^[\[{]$.*?^[\]}]$", text, re.M | re.S)]
+
+
+def test_the_examples_are_the_original_api_docs(spec):
+    found = operations(spec)
+    request = example_of(spec, {"$ref": "#/components/schemas/Message"}, writing=True)
+    response = example_of(spec, {"$ref": "#/components/schemas/Message"}, writing=False)
+    listed = example_of(spec, found["list_messages"][2]["responses"]["200"]["content"][
+        "application/json"]["schema"], writing=False)
+    seed = seed_examples()
+    seed_lists = [example for example in seed if isinstance(example, list)]
+    seed_objects = [example for example in seed if isinstance(example, dict)]
+    seed_requests = [example for example in seed_objects if "id" not in example]
+    seed_responses = [example for example in seed_objects if "id" in example]
+
+    assert (len(seed_lists), len(seed_requests), len(seed_responses)) == (1, 3, 4)
+    assert all(example == request for example in seed_requests)  # POST, PUT, PATCH
+    # The original's "text" is no id nor date-time: the document gives one of each instead.
+    assert re.fullmatch("[0-9a-f]{24}", response["id"]) and response["event_time"].endswith("Z")
+    readable = {"id": response["id"], "event_time": response["event_time"]}
+    assert all({**example, **readable} == response for example in seed_responses)
+    assert [{**seed_lists[0][0], **readable}] == listed
