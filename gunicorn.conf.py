@@ -25,7 +25,6 @@ def child_exit(server, worker):
     """A dead worker's connections no longer count (its request counts still do)."""
     from prometheus_client import multiprocess  # here: it picks its mode when imported
 
-
     multiprocess.mark_process_dead(worker.pid)
 
 
