@@ -1,19 +1,13 @@
 """ETags and conditional requests (contract: "Concurrency"), and no lost update under real
 parallel PATCHes against gunicorn on PostgreSQL."""
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import SMS, free_port, make_key
-from messenger_app.config import PROJECT_ROOT
+from conftest import SMS, make_key
 from test_messages import create, full_message, row_counts, url
 
 
@@ -87,29 +81,6 @@ def test_if_match_on_an_unknown_message_is_404(client, acme):
         assert response.status_code == 404
 
 
-@pytest.fixture(scope="module")
-def gunicorn(postgres_app):
-    """The service under gunicorn (4 workers) on the PostgreSQL test database, for this
-    module's tests (each works on messages of its own)."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": postgres_app.config["DATABASE_URL"]}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "4", "--bind", f"127.0.0.1:{port}",
-         "wsgi:app"], cwd=PROJECT_ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
-            time.sleep(0.1)
-    yield base
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=30)
-
-
 def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(target, data=data, method=method, headers={
@@ -121,10 +92,10 @@ def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict,
         return error.code, dict(error.headers), error.read()
 
 
-def test_parallel_patches_with_one_etag_have_exactly_one_winner(postgres_app, gunicorn):
-    acme = make_key(postgres_app, "acme")
-    status, headers, body = http("POST", f"{gunicorn}{SMS}", acme, {"ref_id": "original"})
-    message_url = f"{gunicorn}{url(json.loads(body)['id'])}"
+def test_parallel_patches_with_one_etag_have_exactly_one_winner(service):
+    acme = make_key(service.app, "acme")
+    status, headers, body = http("POST", f"{service.base}{SMS}", acme, {"ref_id": "original"})
+    message_url = f"{service.base}{url(json.loads(body)['id'])}"
     start = threading.Barrier(20)
     results = {}
 
@@ -148,17 +119,17 @@ def test_parallel_patches_with_one_etag_have_exactly_one_winner(postgres_app, gu
     assert final_headers["ETag"] == results[winners[0]][1]["ETag"] == '"2"'
 
 
-def test_parallel_retries_with_one_idempotency_key_create_one_message(postgres_app, gunicorn):
+def test_parallel_retries_with_one_idempotency_key_create_one_message(service):
     """20 clients send the same POST with the same Idempotency-Key at once: one message;
     every other answer is the first one replayed, byte for byte, or a 409."""
-    acme = {**make_key(postgres_app, "acme"), "Idempotency-Key": "parallel-retry"}
+    acme = {**make_key(service.app, "acme"), "Idempotency-Key": "parallel-retry"}
     body = {**full_message(), "ref_id": "parallel-retry"}
     start = threading.Barrier(20)
     results = {}
 
     def client(n: int):
         start.wait()
-        results[n] = http("POST", f"{gunicorn}{SMS}", acme, body)
+        results[n] = http("POST", f"{service.base}{SMS}", acme, body)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
     for thread in threads:
@@ -181,7 +152,7 @@ def test_parallel_retries_with_one_idempotency_key_create_one_message(postgres_a
             headers[h] for h in ("Location", "ETag", "Content-Type")]
     for _, conflict_headers, _ in conflicts:
         assert conflict_headers["Retry-After"] == "1"
-    _, _, listed = http("GET", f"{gunicorn}{SMS}?ref_id=parallel-retry", acme)
+    _, _, listed = http("GET", f"{service.base}{SMS}?ref_id=parallel-retry", acme)
     assert [message["id"] for message in json.loads(listed)] == [json.loads(first_body)["id"]]
-    _, _, later = http("POST", f"{gunicorn}{SMS}", acme, body)
+    _, _, later = http("POST", f"{service.base}{SMS}", acme, body)
     assert later == first_body
