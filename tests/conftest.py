@@ -206,3 +206,46 @@ def wait_until_serving(base: str, server: subprocess.Popen) -> None:
         except OSError:
             assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
             time.sleep(0.1)
+
+
+# A trigger that makes the database refuse every key/value row: a write fails halfway.
+FAILING_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_key_values() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
+        "FOR EACH ROW EXECUTE FUNCTION fail_key_values()",
+    ],
+}
+DROP_TRIGGER = {
+    "sqlite": ["DROP TRIGGER fail_key_values"],
+    "postgresql": ["DROP TRIGGER fail_key_values ON message_key_values",
+                   "DROP FUNCTION fail_key_values()"],
+}
+
+
+@pytest.fixture
+def failing_key_value_writes(app, backend, monkeypatch):
+    """`with failing_key_value_writes():` the database refuses every key/value row, so a
+    write fails after its message row went in."""
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
+
+    def run(statements):
+        with app.app_context():
+            for statement in statements:
+                db.session.execute(text(statement))
+            db.session.commit()
+
+    @contextmanager
+    def failing():
+        run(FAILING_TRIGGER[backend])
+        try:
+            yield
+        finally:
+            run(DROP_TRIGGER[backend])
+
+    return failing

@@ -14,9 +14,7 @@ from messenger_app import idempotency
 from messenger_app import message_queries as queries
 from messenger_app.extensions import db
 from messenger_app.models import IdempotencyKey
-from test_messages import (  # noqa: F401 - a fixture
-    create, failing_key_value_writes, full_message, row_counts, url,
-)
+from test_messages import create, full_message, row_counts, url
 
 REPLAYED = "Idempotent-Replayed"
 

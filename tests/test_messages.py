@@ -1,7 +1,6 @@
 """The message resource through HTTP: every operation, default, format and write rule of
 the contract (sections "The resource" and "Operations")."""
 import re
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -357,48 +356,6 @@ def test_rows_cascade_when_a_message_is_deleted_in_sql(app, client, acme):
 
 
 # --- Atomic writes ------------------------------------------------------------------------
-
-FAILING_TRIGGER = {
-    "sqlite": [
-        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
-        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    ],
-    "postgresql": [
-        "CREATE FUNCTION fail_key_values() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
-        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
-        "FOR EACH ROW EXECUTE FUNCTION fail_key_values()",
-    ],
-}
-DROP_TRIGGER = {
-    "sqlite": ["DROP TRIGGER fail_key_values"],
-    "postgresql": ["DROP TRIGGER fail_key_values ON message_key_values",
-                   "DROP FUNCTION fail_key_values()"],
-}
-
-
-@pytest.fixture
-def failing_key_value_writes(app, backend, monkeypatch):
-    """`with failing_key_value_writes():` the database refuses every key/value row, so a
-    write fails after its message row went in."""
-    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
-
-    def run(statements):
-        with app.app_context():
-            for statement in statements:
-                db.session.execute(text(statement))
-            db.session.commit()
-
-    @contextmanager
-    def failing():
-        run(FAILING_TRIGGER[backend])
-        try:
-            yield
-        finally:
-            run(DROP_TRIGGER[backend])
-
-    return failing
-
 
 def assert_hidden_500(response):
     assert response.status_code == 500

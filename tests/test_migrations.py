@@ -128,8 +128,8 @@ def test_a_later_migration_can_rebuild_messages_under_the_views(empty_database, 
     command.upgrade(config, "head")
     head = ScriptDirectory.from_config(config).get_current_head()
     (tmp_path / "later.py").write_text(A_LATER_MIGRATION.format(head=head))
-    config.set_main_option("version_locations",
-                           os.pathsep.join([str(PROJECT_ROOT / "migrations" / "versions"), str(tmp_path)]))
+    versions = [str(PROJECT_ROOT / "migrations" / "versions"), str(tmp_path)]
+    config.set_main_option("version_locations", os.pathsep.join(versions))
     engine = create_engine(empty_database)
     with engine.begin() as connection:
         connection.execute(text(

@@ -25,7 +25,8 @@ def read_by(*users: str) -> list[dict]:
 MESSAGES = {
     "a1": ("acme", "2026-10-01T08:00:00Z", 30, {
         "type": "inbound", "module_id": 1, "customer_id": "c1", "user_id": "u1",
-        "attachment_ids": ["x", "y"], "email_data": EMPTY, "message_read_map": read_by("u1", "u2")}),
+        "attachment_ids": ["x", "y"], "email_data": EMPTY,
+        "message_read_map": read_by("u1", "u2")}),
     "a2": ("acme", "2026-10-01T23:59:59.999Z", 10, {
         "type": "outbound", "module_id": 1, "customer_id": "c1", "user_id": "u1",
         "is_system_gen": True, "is_assignee_read": True,
