@@ -5,7 +5,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, health, logs, messages
+from . import auth, health, logs, messages, transfer
 from .config import Config
 from .extensions import api, db
 
@@ -25,6 +25,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.register_blueprint(messages.blp)
     api.register_blueprint(health.blp)
     app.register_blueprint(auth.cli)
+    app.register_blueprint(transfer.cli)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
          allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
                         "X-Request-ID"],
