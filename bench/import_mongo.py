@@ -62,7 +62,8 @@ def documents(count: int, canonical: bool):
             "ref_id": f"ticket-{ticket}",
             "ref_display_id": f"T-{ticket}",
             "is_system_gen": rng.random() < 0.3,
-            "attachment_ids": [f"att-{rng.randrange(10**9)}" for _ in range(rng.choice((0, 0, 1, 2, 3)))],
+            "attachment_ids": [f"att-{rng.randrange(10**9)}"
+                               for _ in range(rng.choice((0, 0, 1, 2, 3)))],
             "created_by": f"agent-{rng.randrange(1, 800)}",
             "organization": f"org-{rng.randrange(1, 60)}",
             "creation_time": date(event_time),

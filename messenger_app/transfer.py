@@ -184,7 +184,8 @@ def json_lines(file):
             yield number, orjson.loads(line)
         except orjson.JSONDecodeError as error:
             hint = " (a JSON array? use --jsonArray)" if line.lstrip().startswith(b"[") else ""
-            yield number, BadDocument(f"not valid JSON{hint}: {error}")
+            yield number, BadDocument(f"not valid JSON{hint}: {error.msg} at column "
+                                      f"{error.pos + 1}")
 
 
 def json_array(file):
@@ -220,8 +221,9 @@ def bulk_connection() -> Iterator[Connection]:
     try:
         with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
-                # Each batch's statement is estimated costly enough for PostgreSQL to
-                # JIT-compile it, which takes ten times as long as running it.
+                # Batch statements are estimated costly enough to be JIT-compiled, which
+                # took ten times as long as running them (an export batch of 1,000
+                # messages: 190 ms, against 16 ms without).
                 connection.exec_driver_sql("SET jit = off")
                 connection.commit()
             yield connection
