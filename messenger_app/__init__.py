@@ -5,7 +5,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, health, logs, messages, transfer
+from . import auth, health, idempotency, logs, messages, transfer
 from .config import Config
 from .extensions import api, db
 
@@ -25,12 +25,13 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.register_blueprint(messages.blp)
     api.register_blueprint(health.blp)
     app.register_blueprint(auth.cli)
+    app.register_blueprint(idempotency.cli)
     app.register_blueprint(transfer.cli)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
          allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
-                        "X-Request-ID"],
+                        "X-Request-ID", idempotency.HEADER],
          expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
-                         "Retry-After"])
+                         "Retry-After", idempotency.REPLAYED])
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -30,7 +30,8 @@ def secret_from_header(header: str) -> str | None:
 
 
 KEYS_BY_PREFIX = (
-    select(ApiKey.organization, ApiKey.all_organizations, ApiKey.key_salt, ApiKey.key_digest)
+    select(ApiKey.id, ApiKey.organization, ApiKey.all_organizations, ApiKey.key_salt,
+           ApiKey.key_digest)
     .where(ApiKey.key_prefix == bindparam("prefix"), ApiKey.revoked_at.is_(None))
 )
 
@@ -121,7 +122,7 @@ def authenticate() -> None:
 
 
 def current_key():
-    """The current request's key: its `organization` and `all_organizations`."""
+    """The current request's key: its `id`, `organization` and `all_organizations`."""
     return g.api_key
 
 

@@ -23,6 +23,13 @@ class Config:
     MAX_VALUE_LENGTH = int(os.environ.get("MAX_VALUE_LENGTH", "100000"))
     MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
 
+    # Idempotency-Key: how long a stored response is replayed (then the key may be used
+    # afresh and its row is deleted), and after how long a claim still in flight is taken
+    # to be a crashed worker's and may be claimed again (longer than a request can run:
+    # gunicorn's timeout is 30 s).
+    IDEMPOTENCY_TTL_SECONDS = int(os.environ.get("IDEMPOTENCY_TTL_SECONDS", str(24 * 3600)))
+    IDEMPOTENCY_STALE_SECONDS = int(os.environ.get("IDEMPOTENCY_STALE_SECONDS", "60"))
+
     # Browser origins allowed to call the API (comma-separated; "*" for any; none by
     # default: CORS is off until configured).
     CORS_ORIGINS = [origin.strip() for origin in os.environ.get("CORS_ORIGINS", "").split(",")

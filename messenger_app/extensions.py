@@ -78,7 +78,11 @@ class Database:
 
 @contextmanager
 def transaction(connection: Connection) -> Iterator[Connection]:
-    """Make the statements run on a request's autocommit connection commit together."""
+    """Make the statements run on a request's autocommit connection commit together. Inside
+    another `transaction()` (an idempotent write), they join it."""
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        yield connection
+        return
     connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
     connection.execution_options(isolation_level=connection.default_isolation_level)
     try:

@@ -12,6 +12,8 @@ from werkzeug.routing import BaseConverter
 from . import message_queries as queries
 from .auth import authenticate, current_key, require_organization_access
 from .extensions import db
+from .idempotency import CONFLICT_DOC, INVALID_DOC, REPLAYED_HEADER, idempotent
+from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
 from .pagination import page_response
 from .schemas import (
@@ -55,6 +57,7 @@ class ObjectIdConverter(BaseConverter):
 
 OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{OBJECT_ID_PATTERN}$"}
 ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
+WRITE_HEADERS = {**ETAG_HEADER, **REPLAYED_HEADER}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
             "description": "Optional: change only if the message still has this ETag (else 412)."}
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
@@ -125,8 +128,11 @@ class Messages(MethodView):
         return page_response(args, key_scope())
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(201, MessageSchema, headers={**ETAG_HEADER, "Location": {
+    @blp.response(201, MessageSchema, headers={**WRITE_HEADERS, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
+    @blp.alt_response(409, **CONFLICT_DOC)
+    @blp.doc(parameters=[IDEMPOTENCY_KEY])
+    @idempotent
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
         fields.setdefault("organization", current_key().organization)
@@ -157,24 +163,31 @@ class MessageItem(MethodView):
         return json_response(message, headers={"ETag": tag})
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
+    @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
     @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
-    @blp.doc(parameters=[IF_MATCH])
+    @blp.alt_response(409, **CONFLICT_DOC)
+    @blp.doc(parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @idempotent
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
         return update(message_id, fields)
 
     @blp.arguments(MESSAGE_SCHEMA)
-    @blp.response(200, MessageSchema, headers=ETAG_HEADER)
+    @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
     @blp.alt_response(412, description="`If-Match` no longer matches: nothing changed.")
-    @blp.doc(parameters=[IF_MATCH])
+    @blp.alt_response(409, **CONFLICT_DOC)
+    @blp.doc(parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @idempotent
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
 
-    @blp.response(204)
+    @blp.response(204, headers=REPLAYED_HEADER)
     @blp.alt_response(412, description="`If-Match` no longer matches: nothing deleted.")
-    @blp.doc(parameters=[IF_MATCH])
+    @blp.alt_response(409, **CONFLICT_DOC)
+    @blp.alt_response(422, **INVALID_DOC)
+    @blp.doc(parameters=[IF_MATCH, IDEMPOTENCY_KEY])
+    @idempotent
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""
         versions = if_match_versions()

@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
+    CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text,
     TypeDecorator, false, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -171,6 +171,16 @@ Index("ix_messages_organization_id", Message.organization, Message.id)
 for _column in ("ref_id", "customer_id", "communication_id", "user_id"):
     Index(f"ix_messages_{_column}", Message.__table__.c[_column])
 
+# The reporting views' access paths (see migration 0007 and docs/reporting.md): one
+# organization's days (PostgreSQL only: the UTC date of a timestamptz is its expression),
+# and its unread messages per assignee, oldest first at hand.
+Index("ix_messages_organization_creation_day", Message.organization,
+      text("((creation_time AT TIME ZONE 'UTC')::date)")).ddl_if(dialect="postgresql")
+Index("ix_messages_unread", Message.organization, Message.user_id,
+      postgresql_include=["creation_time"],
+      postgresql_where=text("NOT is_assignee_read AND NOT is_deleted"),
+      sqlite_where=text("NOT is_assignee_read AND NOT is_deleted"))
+
 
 class Attachment(Base):
     """One attachment id of a message; `ordinal` keeps the list's order."""
@@ -294,3 +304,57 @@ class ApiKey(Base):
             key_salt=salt,
         )
         return key, secret
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key a client sent with a write, and the answer it got (see
+    messenger_app/idempotency.py). A row is claimed `in_flight` before the write and turned
+    `done`, with the response, in the write's own transaction."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(
+        Text, primary_key=True,
+        comment="Whose key it is: org:<organization> for an organization's API keys, "
+                "key:<api_keys.id> for an all-organizations key.",
+    )
+    idempotency_key: Mapped[str] = mapped_column(
+        String(255), primary_key=True, comment='The Idempotency-Key header, as the client sent it.',
+    )
+    request_method: Mapped[str] = mapped_column(
+        String(8), comment='The HTTP method of the first request with the key.',
+    )
+    request_path: Mapped[str] = mapped_column(
+        Text, comment='The URL path of the first request with the key.',
+    )
+    body_digest: Mapped[str] = mapped_column(
+        String(64),
+        comment="SHA-256 (hex) of the first request's body as canonical JSON (sorted keys).",
+    )
+    state: Mapped[str] = mapped_column(
+        String(9), comment='in_flight while the first request runs; done once answered.',
+    )
+    response_status: Mapped[int | None] = mapped_column(
+        Integer, comment='The stored response: its HTTP status (null while in flight).',
+    )
+    response_headers: Mapped[str | None] = mapped_column(
+        Text, comment='The stored response: Content-Type, Location and ETag, as a JSON object.',
+    )
+    response_body: Mapped[bytes | None] = mapped_column(
+        LargeBinary, comment='The stored response: its body, byte for byte.',
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, comment='When the key was claimed (UTC); identifies the claim.',
+    )
+    expires_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, index=True,
+        comment='When the key may be used afresh and the row deleted (UTC).',
+    )
+
+    __table_args__ = (
+        CheckConstraint("state IN ('in_flight', 'done')", name="state"),
+        {"comment": (
+            'Idempotency-Key headers of writes and their stored responses, so that a retried '
+            'request is answered again instead of being applied twice; rows expire.'
+        )},
+    )

@@ -89,6 +89,7 @@ def _empty_tables(request):
         with app.app_context(), db.engine.begin() as connection:
             connection.execute(text("DELETE FROM messages"))
             connection.execute(text("DELETE FROM api_keys"))
+            connection.execute(text("DELETE FROM idempotency_keys"))
 
 
 @pytest.fixture

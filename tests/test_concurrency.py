@@ -94,9 +94,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def gunicorn(postgres_app):
-    """The service under gunicorn (4 workers) on the PostgreSQL test database."""
+    """The service under gunicorn (4 workers) on the PostgreSQL test database, for this
+    module's tests (each works on messages of its own)."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": postgres_app.config["DATABASE_URL"]}
     server = subprocess.Popen(
@@ -152,3 +153,42 @@ def test_parallel_patches_with_one_etag_have_exactly_one_winner(postgres_app, gu
     assert final["ref_id"] == f"writer-{winners[0]}"
     assert final["attachment_ids"] == [str(winners[0])]
     assert final_headers["ETag"] == results[winners[0]][1]["ETag"] == '"2"'
+
+
+def test_parallel_retries_with_one_idempotency_key_create_one_message(postgres_app, gunicorn):
+    """20 clients send the same POST with the same Idempotency-Key at once: one message;
+    every other answer is the first one replayed, byte for byte, or a 409."""
+    acme = {**make_key(postgres_app, "acme"), "Idempotency-Key": "parallel-retry"}
+    body = {**full_message(), "ref_id": "parallel-retry"}
+    start = threading.Barrier(20)
+    results = {}
+
+    def client(n: int):
+        start.wait()
+        results[n] = http("POST", f"{gunicorn}{SMS}", acme, body)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    created = [result for result in results.values()
+               if result[0] == 201 and "Idempotent-Replayed" not in result[1]]
+    replays = [result for result in results.values()
+               if result[0] == 201 and result[1].get("Idempotent-Replayed") == "true"]
+    conflicts = [result for result in results.values() if result[0] == 409]
+    print(f"\n20 parallel POSTs with one Idempotency-Key: {len(created)} created, "
+          f"{len(replays)} replayed, {len(conflicts)} answered 409")
+    assert len(created) == 1 and len(replays) + len(conflicts) == 19
+    [(_, headers, first_body)] = created
+    for _, replay_headers, replay_body in replays:
+        assert replay_body == first_body
+        assert [replay_headers[h] for h in ("Location", "ETag", "Content-Type")] == [
+            headers[h] for h in ("Location", "ETag", "Content-Type")]
+    for _, conflict_headers, _ in conflicts:
+        assert conflict_headers["Retry-After"] == "1"
+    _, _, listed = http("GET", f"{gunicorn}{SMS}?ref_id=parallel-retry", acme)
+    assert [message["id"] for message in json.loads(listed)] == [json.loads(first_body)["id"]]
+    _, _, later = http("POST", f"{gunicorn}{SMS}", acme, body)
+    assert later == first_body

@@ -18,13 +18,15 @@ def browser_app(database_url):
 def test_preflights_allow_every_verb_and_the_headers_clients_send(browser_app, path, method):
     response = browser_app.test_client().options(path, headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": method,
-        "Access-Control-Request-Headers": "authorization, if-match, content-type"})
+        "Access-Control-Request-Headers": "authorization, if-match, content-type, "
+                                          "idempotency-key"})
 
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert method in response.headers["Access-Control-Allow-Methods"]
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
-    assert {"authorization", "if-match", "content-type"} <= set(allowed.replace(" ", "").split(","))
+    assert {"authorization", "if-match", "content-type", "idempotency-key"} <= set(
+        allowed.replace(" ", "").split(","))
 
 
 def test_scripts_may_read_the_api_headers(browser_app, acme):
@@ -35,7 +37,7 @@ def test_scripts_may_read_the_api_headers(browser_app, acme):
     for response in (created, listed):
         assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
         exposed = set(response.headers["Access-Control-Expose-Headers"].split(", "))
-        assert {"ETag", "Link", "X-Pagination", "Location"} <= exposed
+        assert {"ETag", "Link", "X-Pagination", "Location", "Idempotent-Replayed"} <= exposed
 
 
 def test_other_origins_get_no_cors_headers(browser_app, acme):

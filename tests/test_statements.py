@@ -74,3 +74,20 @@ def test_a_key_revoked_in_sql_is_refused_without_a_restart(app, client, acme, wa
         db.session.commit()
 
     assert_refused_from_now_on(client, acme)
+
+
+@pytest.mark.parametrize("body, sqlite_statements", [({}, 1), (full_message(), 3)])
+def test_an_idempotency_key_adds_two_statements_to_a_create(
+        client, acme, warm, count_statements, backend, key_lookups, body, sqlite_statements):
+    keyed = {**acme, "Idempotency-Key": "k"}
+    with count_statements() as created:
+        assert client.post(SMS, json=body, headers=keyed).status_code == 201
+    with count_statements() as replayed:
+        assert client.post(SMS, json=body, headers=keyed).headers["Idempotent-Replayed"]
+
+    # The claim (on SQLite after a DELETE of expired keys) and the claim marked done in
+    # the insert's transaction; a replay: the claim, then reading the stored response.
+    purge = 0 if backend == "postgresql" else 1
+    insert = 1 if backend == "postgresql" else sqlite_statements
+    assert created[0] == purge + 1 + insert + 1 + key_lookups
+    assert replayed[0] == purge + 2 + key_lookups
