@@ -5,7 +5,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, health, idempotency, logs, messages, metrics
+from . import auth, health, idempotency, logs, messages, metrics, transfer
 from .config import Config
 from .extensions import api, db
 
@@ -29,6 +29,7 @@ def create_app(config: Mapping | None = None) -> Flask:
         metrics.init_app(app, app.extensions["database"][0])
     app.register_blueprint(auth.cli)
     app.register_blueprint(idempotency.cli)
+    app.register_blueprint(transfer.cli)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
          allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
                         "X-Request-ID", idempotency.HEADER],

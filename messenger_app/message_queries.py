@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean, Connection, Select, bindparam, delete, func, insert, literal_column, select, text,
     update,
 )
+from sqlalchemy.dialects import sqlite
 
 from .extensions import transaction
 from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message, UTCDateTime
@@ -159,25 +160,27 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
 # --- Writes -----------------------------------------------------------------------------
 
 # Child rows go in as one JSON array per table, unpacked by the database: one cached
-# statement whatever the number of rows. Per database, with :message_id and :items.
+# statement whatever the number of rows (of one message or of many). Per database, with
+# :items, each item beginning with its message's id.
 INSERT_CHILDREN = {
     "postgresql": (
         text("INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
-             " SELECT :message_id, ordinality - 1, value"
-             " FROM json_array_elements_text(CAST(:items AS json)) WITH ORDINALITY"),
+             " SELECT item->>0, CAST(item->>1 AS integer), item->>2"
+             " FROM json_array_elements(CAST(:items AS json)) AS item"),
         text("INSERT INTO message_key_values"
              " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
-             " SELECT :message_id, item->>0, CAST(item->>1 AS integer), item->>2, item->>3,"
-             " CAST(item->>4 AS boolean) FROM json_array_elements(CAST(:items AS json)) AS item"),
+             " SELECT item->>0, item->>1, CAST(item->>2 AS integer), item->>3, item->>4,"
+             " CAST(item->>5 AS boolean) FROM json_array_elements(CAST(:items AS json)) AS item"),
     ),
     "sqlite": (
         text("INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
-             " SELECT :message_id, key, value FROM json_each(:items)"),
+             " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+             " json_extract(value, '$[2]') FROM json_each(:items)"),
         text("INSERT INTO message_key_values"
              " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
-             " SELECT :message_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+             " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
              " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-             " json_extract(value, '$[4]') FROM json_each(:items)"),
+             " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(:items)"),
     ),
 }
 # Statements are built once: building one costs more than running it.
@@ -217,22 +220,26 @@ def delete_statement(scoped: bool, guarded: bool):
 def replace_children(connection: Connection, message_id: str, fields: dict,
                      existing: bool) -> None:
     """Store the lists and key/value objects in `fields`, replacing those of the message."""
-    insert_attachments, insert_key_values = INSERT_CHILDREN[connection.dialect.name]
-    if "attachment_ids" in fields:
-        if existing:
-            connection.execute(DELETE_ATTACHMENTS, {"message_id": message_id})
-        if fields["attachment_ids"]:
-            connection.execute(insert_attachments, {
-                "message_id": message_id, "items": orjson.dumps(fields["attachment_ids"]).decode()})
+    if "attachment_ids" in fields and existing:
+        connection.execute(DELETE_ATTACHMENTS, {"message_id": message_id})
     channels = [channel for field, channel in FIELD_CHANNELS.items() if field in fields]
-    if not channels:
-        return
-    if existing:
+    if channels and existing:
         connection.execute(DELETE_KEY_VALUES, {"message_id": message_id, "channels": channels})
-    items = key_value_rows(fields)
-    if items:
-        connection.execute(insert_key_values,
-                           {"message_id": message_id, "items": orjson.dumps(items).decode()})
+    insert_children(connection, [{"id": message_id, **fields}])
+
+
+def insert_children(connection: Connection, messages: list[dict]) -> None:
+    """Insert the attachment ids and key/value objects that `messages` carry (each a dict
+    with the message's `id`); one statement per child table, none for no rows."""
+    insert_attachments, insert_key_values = INSERT_CHILDREN[connection.dialect.name]
+    attachment_items = [(message["id"], i, attachment_id) for message in messages
+                        for i, attachment_id in enumerate(message.get("attachment_ids") or ())]
+    key_value_items = [(message["id"], *row) for message in messages
+                       for row in key_value_rows(message)]
+    if attachment_items:
+        connection.execute(insert_attachments, {"items": orjson.dumps(attachment_items).decode()})
+    if key_value_items:
+        connection.execute(insert_key_values, {"items": orjson.dumps(key_value_items).decode()})
 
 
 def key_value_rows(fields: dict) -> list[tuple]:
@@ -276,6 +283,33 @@ def insert_message(connection: Connection, fields: dict) -> None:
     with transaction(connection):
         connection.execute(INSERT_MESSAGE, row)
         replace_children(connection, fields["id"], fields, existing=False)
+
+
+# Bulk loads insert only the messages whose id is not stored yet, and learn which went in.
+# PostgreSQL takes a batch as one JSON array of rows (one parameter: nothing for the driver
+# to render); SQLite as multi-row INSERTs from SQLAlchemy, which stores its date-times.
+INSERT_NEW_MESSAGES_POSTGRESQL = text(
+    "INSERT INTO messages ({columns}) SELECT {columns}"
+    " FROM json_populate_recordset(NULL::messages, CAST(:rows AS json))"
+    " ON CONFLICT (id) DO NOTHING RETURNING id".format(columns=", ".join(SCALAR_FIELDS))
+)
+INSERT_NEW_MESSAGES_SQLITE = (
+    sqlite.insert(messages).on_conflict_do_nothing(index_elements=["id"]).returning(messages.c.id)
+)
+
+
+def insert_new_messages(connection: Connection, batch: list[dict]) -> set[str]:
+    """Insert the complete messages of `batch` (as `insert_message` takes them) whose id is
+    not stored yet, with their children, and return their ids; stored ones are left as
+    they are. One transaction, which the caller commits."""
+    rows = [{name: message[name] for name in SCALAR_FIELDS} for message in batch]
+    if connection.dialect.name == "postgresql":
+        params = {"rows": orjson.dumps(rows).decode()}
+        inserted = set(connection.scalars(INSERT_NEW_MESSAGES_POSTGRESQL, params))
+    else:
+        inserted = set(connection.scalars(INSERT_NEW_MESSAGES_SQLITE, rows))
+    insert_children(connection, [message for message in batch if message["id"] in inserted])
+    return inserted
 
 
 def changes_children(fields: dict) -> bool:
