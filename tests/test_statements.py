@@ -91,3 +91,10 @@ def test_an_idempotency_key_adds_two_statements_to_a_create(
     insert = 1 if backend == "postgresql" else sqlite_statements
     assert created[0] == purge + 1 + insert + 1 + key_lookups
     assert replayed[0] == purge + 2 + key_lookups
+
+
+def test_request_connections_run_without_jit(postgres_app):
+    """JIT compiling a list query guessed costly took 100 ms to save nothing (see
+    extensions.make_engine)."""
+    with postgres_app.test_request_context():
+        assert db.connection().exec_driver_sql("SHOW jit").scalar() == "off"

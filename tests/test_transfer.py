@@ -102,6 +102,38 @@ def test_extended_json_relaxed_canonical_and_legacy(runner, client, admin, tmp_p
         "2020-03-01T10:20:30.458Z", "2020-03-01T10:20:30.000Z", None)
 
 
+def planner_statistics(app, backend):
+    """When `messages` was last analyzed by hand on PostgreSQL (not by autovacuum; None if
+    never); on SQLite, its row count in sqlite_stat1 (None without one)."""
+    sql = {"postgresql": "SELECT last_analyze FROM pg_stat_user_tables"
+                         " WHERE relname = 'messages'",
+           "sqlite": "SELECT stat FROM sqlite_stat1 WHERE idx = 'ix_messages_organization_id'"}
+    with app.app_context(), db.engine.begin() as connection:
+        if backend == "sqlite":
+            exists = connection.scalar(text(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"))
+            stat = connection.scalar(text(sql["sqlite"])) if exists else None
+            return stat and stat.split()[0]  # the index: "rows, rows per key ..."
+        return connection.scalar(text(sql["postgresql"]))
+
+
+def test_an_import_leaves_fresh_planner_statistics(app, runner, backend, tmp_path):
+    """With stale statistics after a bulk load, the planner can pick slow plans until
+    autovacuum gets round to the table; the import analyzes what it wrote."""
+    if backend == "sqlite":  # earlier tests' imports left statistics: start without
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(text("DROP TABLE IF EXISTS sqlite_stat1"))
+    before = planner_statistics(app, backend)
+
+    path = write_lines(tmp_path / "dump.json", RELAXED, CANONICAL, LEGACY)
+    assert import_file(runner, path).exit_code == 0
+
+    after = planner_statistics(app, backend)
+    assert after is not None and after != before
+    if backend == "sqlite":
+        assert after == "3"  # the three messages
+
+
 def test_json_array_streams_elements_and_reports_them_by_index(runner, client, admin,
                                                                tmp_path):
     path = tmp_path / "dump.json"  # mongoexport --jsonArray --pretty: not one line each
