@@ -69,6 +69,7 @@ OURS = and_(SAME_KEY, keys.c.created_at == bindparam("claimed_at"))
 PURGE = delete(keys).where(tuple_(keys.c.scope, keys.c.idempotency_key).in_(
     select(keys.c.scope, keys.c.idempotency_key)
     .where(keys.c.expires_at <= bindparam("now"), not_(SAME_KEY))  # the claim's own: reclaimed
+    .order_by(keys.c.expires_at)  # oldest first, and by the index (not a scan of the table)
     .limit(PURGE_BATCH)
     .with_for_update(skip_locked=True)))  # PostgreSQL: claims never wait on one another
 READ = select(keys.c.request_method, keys.c.request_path, keys.c.body_digest, keys.c.state,
