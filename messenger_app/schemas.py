@@ -10,7 +10,7 @@ SHORT_TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)  # ids, types, keys
 LONG_TEXT = validate.Length(max=Config.MAX_VALUE_LENGTH)  # the `values` of key/value objects
 LIST_SIZE = validate.Length(max=Config.MAX_LIST_LENGTH)
 
-# The example values of the original API doc (../shared/seed/), which /openapi.json and
+# The example values of the original API doc (docs/original-api.txt), which /openapi.json and
 # /docs show in its place: every message in that doc reads like this.
 EXAMPLE_TEXT = {"example": "text"}
 EXAMPLE_INTEGER = {"example": 1}
