@@ -7,7 +7,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, health, idempotency, logs, messages, metrics, transfer
 from .config import Config
-from .extensions import api, db
+from .extensions import db
+from .openapi import api
 
 
 def create_app(config: Mapping | None = None) -> Flask:

@@ -64,7 +64,7 @@ class Config:
             "a new one), which the service's log lines carry too.")},
     }
     # Interactive docs at /docs: Swagger UI, its files served by this service from the
-    # swagger-ui-bundle package (extensions.Api), so it works with no internet access.
+    # swagger-ui-bundle package (openapi.Api), so it works with no internet access.
     OPENAPI_SWAGGER_UI_PATH = "docs"
     OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
     # No validator badge (fetched from swagger.io); links to operations: /docs#/sms/create_message

@@ -68,7 +68,7 @@ IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
 
 
 def errors(*codes: int):
-    """Document the errors an operation can give (described in extensions.ERROR_RESPONSES)."""
+    """Document the errors an operation can give (described in openapi.ERROR_RESPONSES)."""
 
     def document(view):
         for code in codes:

@@ -16,7 +16,7 @@ from prometheus_client import (
 )
 from sqlalchemy import event
 
-from .extensions import ErrorSchema
+from .openapi import ErrorSchema
 
 disable_created_metrics()  # no `_created` series: one sample fewer for every count
 
