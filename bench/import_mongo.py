@@ -23,7 +23,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
-from sqlalchemy import create_engine, text
+
+from databases import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -97,18 +98,6 @@ def write_dump(path: Path, count: int, canonical: bool) -> None:
             file.write(orjson.dumps(document) + b"\n")
 
 
-def fresh_database() -> str:
-    server = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {DATABASE}"))
-    server.dispose()
-    url = f"{SERVER}/{DATABASE}"
-    subprocess.run([sys.executable, "-m", "alembic", "-x", f"url={url}", "upgrade", "head"],
-                   cwd=ROOT, check=True, capture_output=True)
-    return url
-
-
 def timed(args: list[str], url: str, log: Path) -> tuple[float, int, int]:
     """Run a flask command; its wall time (s), peak RSS (MiB) and exit code."""
     env = {**os.environ, "DATABASE_URL": url}
@@ -137,7 +126,7 @@ def main() -> None:
             write_dump(dump, count, args.canonical)
             print(f"{count:,} documents written ({dump.stat().st_size / 2**20:,.0f} MiB) in "
                   f"{time.monotonic() - started:.0f} s", flush=True)
-            url = fresh_database()
+            url = fresh_database(SERVER, DATABASE)
             runs = (("import", ["import-mongo", str(dump), "--batch-size", args.batch_size]),
                     ("import again (all skipped)", ["import-mongo", str(dump)]),
                     ("export", ["export", str(exported)]))

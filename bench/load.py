@@ -28,6 +28,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from databases import fresh_database
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("LOAD_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 DATABASE = "messenger_load"
@@ -120,18 +122,6 @@ class Client(threading.Thread):
                     self.uncertain[target] = (self.expected[target], None)
 
 
-def fresh_database() -> str:
-    server = create_engine(f"{SERVER_URL}/postgres", isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {DATABASE}"))
-    server.dispose()
-    url = f"{SERVER_URL}/{DATABASE}"
-    subprocess.run([sys.executable, "-m", "alembic", "-x", f"url={url}", "upgrade", "head"],
-                   cwd=ROOT, check=True, capture_output=True)
-    return url
-
-
 def start_server(env: dict) -> subprocess.Popen:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "3", "--graceful-timeout", "30",
@@ -188,7 +178,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
 
-    url = fresh_database()
+    url = fresh_database(SERVER_URL, DATABASE)
     env = {**os.environ, "DATABASE_URL": url}
     key = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "api-key", "create",
                           "--all-organizations", "--name", "load"], cwd=ROOT, env=env,

@@ -27,29 +27,30 @@ from messenger_app.extensions import db  # noqa: E402
 from messenger_app.models import ApiKey  # noqa: E402
 from messenger_app.pagination import encode_cursor  # noqa: E402
 
+from databases import fresh_database, migrated  # noqa: E402
+
 SERVER = os.environ.get("SCALE_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 SIZES = {"10k": 10_000, "1m": 1_000_000}
 SMS = "/ux/common/messenger/sms/"
 
 
 def seed(name: str, count: int, reseed: bool) -> str:
-    url = f"{SERVER}/messenger_scale_{name}"
-    server = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    """The database messenger_scale_<name> with `count` messages, seeded unless it exists
+    (or `reseed`); it is migrated to head either way."""
+    database = f"messenger_scale_{name}"
+    server = create_engine(f"{SERVER}/postgres")
     with server.connect() as connection:
         exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                   {"name": f"messenger_scale_{name}"})
-        if exists and not reseed:
-            return url
-        connection.execute(text(f"DROP DATABASE IF EXISTS messenger_scale_{name} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE messenger_scale_{name}"))
+                                   {"name": database})
     server.dispose()
+    if exists and not reseed:
+        return migrated(f"{SERVER}/{database}")
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "alembic", "-x", f"url={url}", "upgrade", "head"],
-                   cwd=ROOT, check=True, capture_output=True)
+    url = fresh_database(SERVER, database)
     libpq_url = url.replace("postgresql+psycopg", "postgresql")
     subprocess.run(["psql", "-q", "-v", f"n={count}", "-f", str(ROOT / "bench/seed_scale.sql"),
                     libpq_url], check=True)
-    print(f"seeded {count:,} messages into messenger_scale_{name} "
+    print(f"seeded {count:,} messages into {database} "
           f"in {time.monotonic() - started:.0f} s", flush=True)
     return url
 
