@@ -4,12 +4,15 @@ PostgreSQL: TEST_DATABASE_URL, by default a `messenger_test` database on 127.0.0
 is dropped and created anew for each run. Where PostgreSQL can't be reached its tests are
 skipped, except with CI set, where they fail.
 """
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -62,6 +65,13 @@ def fresh_database(backend: str, tmp_path_factory, name: str) -> str:
     return fresh_postgres_database(POSTGRES_URL if name == "main" else f"{POSTGRES_URL}_{name}")
 
 
+def migrated_database(backend: str, tmp_path_factory, name: str) -> str:
+    """A fresh database, at the latest migration."""
+    url = fresh_database(backend, tmp_path_factory, name)
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def backend(request) -> str:
     return request.param
@@ -69,9 +79,7 @@ def backend(request) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(backend, tmp_path_factory) -> str:
-    url = fresh_database(backend, tmp_path_factory, "main")
-    command.upgrade(alembic_config(url), "head")
-    return url
+    return migrated_database(backend, tmp_path_factory, "main")
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +90,7 @@ def app(database_url):
 @pytest.fixture(scope="session")
 def postgres_app(tmp_path_factory):
     """An app on a PostgreSQL database of its own, for what only a server can show."""
-    url = fresh_database("postgresql", tmp_path_factory, "server")
-    command.upgrade(alembic_config(url), "head")
+    url = migrated_database("postgresql", tmp_path_factory, "server")
     return create_app({"DATABASE_URL": url, "TESTING": True})
 
 
@@ -167,6 +174,36 @@ def assert_refused_from_now_on(client, headers) -> None:
     assert all(client.get(SMS, headers=headers).status_code == 401 for _ in range(5))
 
 
+def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
+    """A real HTTP request: (status, headers, body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(target, data=data, method=method, headers={
+        **headers, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def at_once(count: int, call) -> list:
+    """call(0) ... call(count - 1), each in a thread of its own, all released together;
+    their results, in that order."""
+    start = threading.Barrier(count)
+    results = [None] * count
+
+    def run(n: int) -> None:
+        start.wait()
+        results[n] = call(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -183,8 +220,7 @@ class Service(NamedTuple):
 def service(tmp_path_factory) -> Service:
     """The service as deployed: gunicorn with gunicorn.conf.py and 3 workers, on a
     PostgreSQL database of its own and a free port."""
-    url = fresh_database("postgresql", tmp_path_factory, "service")
-    command.upgrade(alembic_config(url), "head")
+    url = migrated_database("postgresql", tmp_path_factory, "service")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(port),
            "WEB_CONCURRENCY": "3", "LOG_REQUESTS": "false"}

@@ -1,13 +1,10 @@
 """ETags and conditional requests (contract: "Concurrency"), and no lost update under real
 parallel PATCHes against gunicorn on PostgreSQL."""
 import json
-import threading
-import urllib.error
-import urllib.request
 
 import pytest
 
-from conftest import SMS, make_key
+from conftest import SMS, at_once, http, make_key
 from test_messages import create, full_message, row_counts, url
 
 
@@ -81,37 +78,17 @@ def test_if_match_on_an_unknown_message_is_404(client, acme):
         assert response.status_code == 404
 
 
-def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(target, data=data, method=method, headers={
-        **headers, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
 def test_parallel_patches_with_one_etag_have_exactly_one_winner(service):
     acme = make_key(service.app, "acme")
     status, headers, body = http("POST", f"{service.base}{SMS}", acme, {"ref_id": "original"})
     message_url = f"{service.base}{url(json.loads(body)['id'])}"
-    start = threading.Barrier(20)
-    results = {}
 
-    def writer(n: int):
-        start.wait()
-        results[n] = http("PATCH", message_url, {**acme, "If-Match": headers["ETag"]},
-                          {"ref_id": f"writer-{n}", "attachment_ids": [str(n)]})
+    results = at_once(20, lambda n: http(
+        "PATCH", message_url, {**acme, "If-Match": headers["ETag"]},
+        {"ref_id": f"writer-{n}", "attachment_ids": [str(n)]}))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    winners = [n for n, (status, _, _) in results.items() if status == 200]
-    assert sorted(status for status, _, _ in results.values()) == [200] + [412] * 19
+    winners = [n for n, (status, _, _) in enumerate(results) if status == 200]
+    assert sorted(status for status, _, _ in results) == [200] + [412] * 19
     final_status, final_headers, final_body = http("GET", message_url, acme)
     final = json.loads(final_body)
     assert final["ref_id"] == f"writer-{winners[0]}"
@@ -124,24 +101,14 @@ def test_parallel_retries_with_one_idempotency_key_create_one_message(service):
     every other answer is the first one replayed, byte for byte, or a 409."""
     acme = {**make_key(service.app, "acme"), "Idempotency-Key": "parallel-retry"}
     body = {**full_message(), "ref_id": "parallel-retry"}
-    start = threading.Barrier(20)
-    results = {}
 
-    def client(n: int):
-        start.wait()
-        results[n] = http("POST", f"{service.base}{SMS}", acme, body)
+    results = at_once(20, lambda _: http("POST", f"{service.base}{SMS}", acme, body))
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    created = [result for result in results.values()
+    created = [result for result in results
                if result[0] == 201 and "Idempotent-Replayed" not in result[1]]
-    replays = [result for result in results.values()
+    replays = [result for result in results
                if result[0] == 201 and result[1].get("Idempotent-Replayed") == "true"]
-    conflicts = [result for result in results.values() if result[0] == 409]
+    conflicts = [result for result in results if result[0] == 409]
     print(f"\n20 parallel POSTs with one Idempotency-Key: {len(created)} created, "
           f"{len(replays)} replayed, {len(conflicts)} answered 409")
     assert len(created) == 1 and len(replays) + len(conflicts) == 19

@@ -2,7 +2,6 @@
 latency histograms move with requests, labelled by route (never by a path with an id),
 through the test client and summed over the workers of a real gunicorn."""
 import os
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -10,9 +9,8 @@ from signal import SIGKILL
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SMS, make_key, wait_until_serving
+from conftest import SMS, at_once, http, make_key, wait_until_serving
 from messenger_app import create_app
-from test_concurrency import http
 from test_messages import create, url
 
 LIST = ("/ux/common/messenger/sms/", "GET", "200")
@@ -116,16 +114,8 @@ def worker_pids(server) -> list[int]:
 def test_gunicorn_workers_add_up_and_dead_workers_drop_out(service):
     acme = make_key(service.app, "acme")
     before = scrape_service(service.base)
-    statuses = []
-
-    def client():
-        statuses.extend(http("GET", f"{service.base}{SMS}", acme)[0] for _ in range(10))
-
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = sum(at_once(6, lambda _: [
+        http("GET", f"{service.base}{SMS}", acme)[0] for _ in range(10)]), [])
     served = scrape_service(service.base)
 
     assert statuses == [200] * 60

@@ -6,10 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 
-from conftest import SMS, alembic_config, fresh_database, make_key
+from conftest import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.extensions import db
@@ -98,8 +97,7 @@ def store_messages(app) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def reporting_app(tmp_path_factory):
-    url = fresh_database("postgresql", tmp_path_factory, "reporting")
-    command.upgrade(alembic_config(url), "head")
+    url = migrated_database("postgresql", tmp_path_factory, "reporting")
     app = create_app({"DATABASE_URL": url, "TESTING": True})
     store_messages(app)
     return app

@@ -6,10 +6,9 @@ import sys
 
 import orjson
 import pytest
-from alembic import command
 from sqlalchemy import text
 
-from conftest import SMS, alembic_config, fresh_database, make_key
+from conftest import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.extensions import db
@@ -263,8 +262,7 @@ def test_import_from_standard_input_through_the_flask_command(database_url, clie
 @pytest.fixture(scope="session")
 def empty_app(backend, tmp_path_factory):
     """A second app, on an empty database of the same backend, to import into."""
-    url = fresh_database(backend, tmp_path_factory, "transfer")
-    command.upgrade(alembic_config(url), "head")
+    url = migrated_database(backend, tmp_path_factory, "transfer")
     return create_app({"DATABASE_URL": url, "TESTING": True})
 
 
