@@ -8,8 +8,8 @@ import time
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text,
-    TypeDecorator, false, text,
+    BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
+    String, Text, TypeDecorator, false, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -95,7 +95,9 @@ class Message(Base):
     communication_id: Mapped[str | None] = mapped_column(
         Text, comment="The client's communication (conversation) id.",
     )
-    msg_type: Mapped[int | None] = mapped_column(Integer, comment="The client's message type code.")
+    msg_type: Mapped[int | None] = mapped_column(
+        BigInteger, comment="The client's message type code.",
+    )
     type: Mapped[str | None] = mapped_column(
         Text, comment="The client's message type name (e.g. inbound, outbound).",
     )
@@ -104,7 +106,7 @@ class Message(Base):
         Text, comment='The configuration the message was received through.',
     )
     module_id: Mapped[int | None] = mapped_column(
-        Integer, comment='The client module the message belongs to.',
+        BigInteger, comment='The client module the message belongs to.',
     )
     ref_id: Mapped[str | None] = mapped_column(
         Text, comment='The record the message refers to (ticket, case, ...).',

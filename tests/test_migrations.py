@@ -226,3 +226,87 @@ def test_the_schema_diagram_matches_the_models():
     assert relations == {(fk.column.table.name, table.name)
                          for table in Base.metadata.tables.values()
                          for fk in table.foreign_keys}
+
+
+def insert_message(connection, message_id: str, msg_type, module_id) -> None:
+    connection.execute(text(
+        "INSERT INTO messages (id, event_time, msg_type, module_id) "
+        "VALUES (:id, CURRENT_TIMESTAMP, :msg_type, :module_id)"),
+        {"id": message_id, "msg_type": msg_type, "module_id": module_id})
+
+
+def stored_integers(connection) -> list[tuple]:
+    return [tuple(row) for row in connection.execute(text(
+        "SELECT id, msg_type, module_id FROM message_report ORDER BY id"))]
+
+
+def test_0009_widens_the_integers_and_keeps_them(empty_database):
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0008")
+    engine = create_engine(empty_database)
+    with engine.begin() as connection:
+        insert_message(connection, "a" * 24, 2**31 - 1, -(2**31))
+        insert_message(connection, "b" * 24, None, 7)
+
+    command.upgrade(config, "0009")
+    with engine.begin() as connection:
+        insert_message(connection, "c" * 24, 2**63 - 1, -(2**63))
+        assert stored_integers(connection) == [
+            ("a" * 24, 2**31 - 1, -(2**31)), ("b" * 24, None, 7),
+            ("c" * 24, 2**63 - 1, -(2**63))]
+        connection.execute(text("DELETE FROM messages WHERE id = :id"), {"id": "c" * 24})
+    command.downgrade(config, "0008")
+    with engine.connect() as connection:
+        assert stored_integers(connection) == [("a" * 24, 2**31 - 1, -(2**31)),
+                                               ("b" * 24, None, 7)]
+    engine.dispose()
+
+
+def online_bigint_recipe() -> tuple[list[str], str]:
+    """docs/migrations.md's online way to 0009: its SQL steps, and the shell commands."""
+    document = (PROJECT_ROOT / "docs" / "migrations.md").read_text()
+    section = document[document.index("## 0009"):]
+    return (re.findall(r"```sql\n(.*?)```", section, re.S),
+            re.search(r"```bash\n(.*?)```", section, re.S).group(1))
+
+
+def test_the_documented_online_way_to_0009_gives_0009s_schema(tmp_path_factory):
+    """A DBA with a large table follows docs/migrations.md instead of running 0009: the
+    rows keep their values, rows written meanwhile are copied, and Alembic then finds the
+    schema that 0009 would have made."""
+    url = fresh_database("postgresql", tmp_path_factory, "online")
+    config = alembic_config(url)
+    command.upgrade(config, "0008")
+    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    engine = create_engine(url)
+    with engine.begin() as connection:  # more than two of the recipe's batches
+        connection.execute(text(
+            "INSERT INTO messages (id, event_time, msg_type, module_id)"
+            " SELECT lpad(to_hex(n), 24, '0'), CURRENT_TIMESTAMP, n,"
+            " CASE WHEN n % 2 = 0 THEN -n END FROM generate_series(0, 24999) AS n"))
+    (add_columns, backfill, swap), shell = online_bigint_recipe()
+
+    def psql(script: str) -> None:
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", libpq_url], input=script,
+                       text=True, check=True, capture_output=True)
+
+    psql(add_columns)
+    with engine.begin() as connection:  # written while the old columns are still in use
+        insert_message(connection, "f" * 24, 2**31 - 1, 5)
+    psql(backfill)
+    psql(swap)
+    subprocess.run(["bash", "-e", "-c", shell], cwd=PROJECT_ROOT, check=True,
+                   capture_output=True, env={**os.environ, "DATABASE_URL": url,
+                                             "LIBPQ_URL": libpq_url})
+
+    command.check(config)  # the schema 0009 makes (types, comments), and at 0009
+    with engine.begin() as connection:
+        rows = stored_integers(connection)
+        insert_message(connection, "e" * 24, 2**63 - 1, -(2**63))
+        view_comment = connection.scalar(text(
+            "SELECT obj_description('message_report'::regclass)"))
+    assert len(rows) == 25_001 and rows[-1] == ("f" * 24, 2**31 - 1, 5)
+    assert rows[:3] == [(f"{0:024x}", 0, 0), (f"{1:024x}", 1, None), (f"{2:024x}", 2, -2)]
+    assert view_comment.startswith("One row per message")
+    engine.dispose()
+    command.upgrade(config, "head")
