@@ -65,26 +65,29 @@ def requests_for(app) -> dict[str, tuple[dict, str]]:
             keys[label] = {"Authorization": secret}
         db.session.commit()
         newest = db.session.scalar(text("SELECT max(creation_time) FROM messages"))
-        near_end = {
-            label: db.session.scalar(text(
-                "SELECT id FROM messages WHERE :all OR organization = 'org-3' "
-                "ORDER BY id LIMIT 1 OFFSET 200"), {"all": label == "all-orgs key"})
-            for label in keys
-        }
+        in_scope = "WHERE :all OR organization = 'org-3'"
+        counts, near_end = {}, {}
+        for label in keys:
+            scope = {"all": label == "all-orgs key"}
+            counts[label] = db.session.scalar(text(f"SELECT count(*) FROM messages {in_scope}"),
+                                              scope)
+            near_end[label] = db.session.scalar(text(
+                f"SELECT id FROM messages {in_scope} ORDER BY id DESC LIMIT 1 OFFSET 200"), scope)
     start = (newest - timedelta(days=3)).strftime("%Y-%m-%dT00:00:00Z")
     end = (newest - timedelta(days=2)).strftime("%Y-%m-%dT00:00:00Z")
-    paths = {
-        "default list (page 1 of 100)": "",
-        "ref_id filter": "ref_id=ref-123",
-        "customer filter": "customer_id=cust-3",
-        "one day's range": f"creation_time__gte={start}&creation_time__lt={end}",
-    }
     out = {}
     for label, headers in keys.items():
+        paths = {
+            "default list (creation order), first page": "",
+            "default list, last page": f"page={-(-counts[label] // 100)}",
+            "newest first (ordering=-id), first page": "ordering=-id",
+            "ref_id filter": "ref_id=ref-123",
+            "customer filter": "customer_id=cust-3",
+            "one day's range": f"creation_time__gte={start}&creation_time__lt={end}",
+            "cursor page near the end": f"cursor={encode_cursor(near_end[label])}",
+        }
         for what, query in paths.items():
             out[f"{what}, {label}"] = (headers, f"{SMS}?{query}")
-        cursor = encode_cursor(near_end[label])
-        out[f"cursor page near the end, {label}"] = (headers, f"{SMS}?cursor={cursor}")
     return out
 
 
@@ -94,7 +97,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=100)
     args = parser.parse_args()
 
-    apps = {name: create_app({"DATABASE_URL": seed(name, count, args.reseed)})
+    apps = {name: create_app({"DATABASE_URL": seed(name, count, args.reseed),
+                              "LOG_REQUESTS": False})
             for name, count in SIZES.items()}
     clients = {name: app.test_client() for name, app in apps.items()}
     requests = {name: requests_for(app) for name, app in apps.items()}

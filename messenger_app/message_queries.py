@@ -148,11 +148,14 @@ def count_messages(connection: Connection, filters: dict, organization: str | No
 
 def read_page(connection: Connection, filters: dict, organization: str | None,
               terms: list[tuple[str, bool]], limit: int, offset: int = 0) -> list[dict]:
-    """One page of messages. The page is chosen in a subquery, so that children are
-    aggregated only for the rows returned, not for the rows an OFFSET skips."""
-    page = ordered(matching([messages], filters, organization), messages, terms)
-    page = page.limit(limit).offset(offset).subquery("m")
-    statement = select(message_column(connection.dialect.name, page)).select_from(page)
+    """One page of messages. The page's ids (and sort keys) are chosen first, from an index
+    alone where one serves the filters and the order, and only its rows are then read and
+    their children aggregated: neither is done for the rows an OFFSET skips."""
+    sort_keys = [messages.c[name] for name in dict(terms) if name != "id"]
+    page = ordered(matching([messages.c.id, *sort_keys], filters, organization), messages, terms)
+    page = page.limit(limit).offset(offset).subquery("page")
+    statement = select(message_column(connection.dialect.name)).select_from(
+        page.join(m, m.c.id == page.c.id))
     statement = ordered(statement, page, terms)
     return [message_from_row(row) for row in connection.execute(statement)]
 

@@ -14,7 +14,7 @@ from . import message_queries as queries
 from .extensions import db
 from .models import OBJECT_ID_PATTERN
 
-NEWEST_FIRST = [("creation_time", True)]
+CREATION_ORDER = [("id", False)]  # as the original listed its documents
 CURSOR_START = "*"
 OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
 
@@ -26,7 +26,8 @@ def page_response(args: dict, organization: str | None) -> Response:
     cursor = filters.pop("cursor", None)
     ordering = filters.pop("ordering", None)
     if cursor is None:
-        return numbered_page(filters, organization, ordering or NEWEST_FIRST, page or 1, page_size)
+        return numbered_page(filters, organization, ordering or CREATION_ORDER, page or 1,
+                             page_size)
     if page is not None:
         abort(422, errors={"query": {"page": ["Use either page or cursor, not both."]}})
     return cursor_page(filters, organization, ordering, cursor, page_size)
@@ -61,7 +62,7 @@ def numbered_page(filters, organization, ordering, page: int, page_size: int) ->
 def cursor_page(filters, organization, ordering, cursor: str, page_size: int) -> Response:
     if ordering and (len(ordering) > 1 or ordering[0][0] != "id"):
         abort(422, errors={"query": {"ordering": ["Cursor mode orders by id or -id only."]}})
-    descending = ordering[0][1] if ordering else True
+    descending = ordering[0][1] if ordering else False
     if cursor != CURSOR_START:
         filters[f"id__{'lt' if descending else 'gt'}"] = decode_cursor(cursor)
     items = queries.read_page(db.connection(), filters, organization, [("id", descending)],
