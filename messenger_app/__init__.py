@@ -24,6 +24,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.init_app(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
     api.register_blueprint(messages.blp)
+    api.spec.components.schema("MessageForm", messages.form_schema(api.ma_plugin.converter))
     api.register_blueprint(health.blp)
     api.register_blueprint(metrics.blp)
     if app.config["METRICS"]:

@@ -17,11 +17,19 @@ class Config:
     # Limits of what a client may send (413 past the body size, 422 naming the field past
     # the others). Flask enforces MAX_CONTENT_LENGTH itself.
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_BODY_BYTES", str(1024 * 1024)))
-    # Indexed strings: 500 characters of 4-byte UTF-8 stay under PostgreSQL's ~2,700-byte
-    # limit on a B-tree entry; don't raise it past ~600.
-    MAX_TEXT_LENGTH = int(os.environ.get("MAX_TEXT_LENGTH", "500"))
-    MAX_VALUE_LENGTH = int(os.environ.get("MAX_VALUE_LENGTH", "100000"))
+    # Strings in B-tree indexes (organization, user_id, ref_id, customer_id,
+    # communication_id): an index entry must fit in 2,704 bytes, and the widest,
+    # (organization, user_id) of ix_messages_unread, holds two of them: 300 characters of
+    # 4-byte UTF-8 each fit with room to spare (330 would be the most). Other strings
+    # (attachment ids, keys and values included) are limited only by MAX_TEXT_LENGTH.
+    MAX_INDEXED_TEXT_LENGTH = int(os.environ.get("MAX_INDEXED_TEXT_LENGTH", "300"))
+    MAX_TEXT_LENGTH = int(os.environ.get("MAX_TEXT_LENGTH", "100000"))
     MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
+    # Forms are parsed by werkzeug, whose own limits would refuse (413) a form that is
+    # within the limits above: its text may be as large as any body, and a form of
+    # MAX_LIST_LENGTH read-map entries has three parts an entry.
+    MAX_FORM_MEMORY_SIZE = MAX_CONTENT_LENGTH
+    MAX_FORM_PARTS = 4 * MAX_LIST_LENGTH + 100
 
     # Idempotency-Key: how long a stored response is replayed (then the key may be used
     # afresh and its row is deleted), and after how long a claim still in flight is taken

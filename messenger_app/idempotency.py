@@ -31,6 +31,7 @@ from sqlalchemy import and_, bindparam, delete, not_, or_, select, tuple_, updat
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import bodies
 from .auth import current_key
 from .extensions import db, transaction
 from .models import IdempotencyKey
@@ -147,15 +148,14 @@ def scope() -> str:
 
 
 def body_digest() -> str:
-    """SHA-256 of the body as canonical JSON: the same object, however it is spaced or its
-    keys ordered, has the same digest. A body that is not JSON (DELETE's is not parsed)
-    counts by its bytes."""
-    body = request.get_data(cache=True)
-    try:
-        canonical = orjson.dumps(orjson.loads(body) if body else {},
-                                 option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONDecodeError:
-        canonical = body
+    """SHA-256 of the body's fields as canonical JSON: the same fields, however the JSON is
+    spaced or its keys ordered (or, in a form, whatever multipart boundary a retry picks),
+    have the same digest. A body that the view does not read (DELETE's) counts by its bytes."""
+    fields = bodies.fields_read()
+    if fields is None:
+        canonical = request.get_data(cache=True)
+    else:
+        canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 

@@ -8,15 +8,16 @@ import orjson
 from flask import Response, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from webargs.flaskparser import FlaskParser
+from marshmallow import fields as ma_fields
 from werkzeug.routing import BaseConverter
 
 from . import message_queries as queries
 from .auth import authenticate, current_key, require_organization_access
+from .bodies import FORM_TYPES, BodyParser
 from .extensions import db
 from .idempotency import REPLAYED_HEADER, idempotent
 from .idempotency import PARAMETER as IDEMPOTENCY_KEY
-from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
+from .models import new_object_id, utcnow
 from .pagination import page_response
 from .schemas import (
     MessageListArgsSchema, MessageSchema, new_message_defaults, render_message,
@@ -28,36 +29,21 @@ blp = Blueprint(
 blp.before_request(authenticate)
 
 
-class JSONObjectParser(FlaskParser):
-    """Request bodies: 415 unless JSON, 400 unless a JSON object. An empty body stands for
-    `{}`, as it did in the original service."""
-
-    def load_json(self, req, schema):
-        body = req.get_data(cache=True)
-        if not body:
-            return {}
-        if not req.is_json:
-            abort(415, message="The body must be application/json.")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            abort(400, message="The body is not valid JSON.")
-        if not isinstance(data, dict):
-            abort(400, message="The body must be a JSON object.")
-        return data
-
-
-blp.ARGUMENTS_PARSER = JSONObjectParser()
+blp.ARGUMENTS_PARSER = BodyParser()
 MESSAGE_SCHEMA = MessageSchema()  # an instance: webargs would build a class anew per request
 
 
 class ObjectIdConverter(BaseConverter):
-    """A message id in URLs; anything else does not match the route, so it is a 404."""
+    """A message id in URLs, in either case (as MongoDB's ObjectId parser read them; ids are
+    stored and shown in lower case); anything else does not match the route: a 404."""
 
-    regex = OBJECT_ID_PATTERN
+    regex = "[0-9a-fA-F]{24}"
+
+    def to_python(self, value: str) -> str:
+        return value.lower()
 
 
-OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{OBJECT_ID_PATTERN}$"}
+OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{ObjectIdConverter.regex}$"}
 ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
 WRITE_HEADERS = {**ETAG_HEADER, **REPLAYED_HEADER}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
@@ -65,6 +51,45 @@ IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"t
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
                  "schema": {"type": "string"},
                  "description": "Optional: 304 if the message still has this ETag."}
+
+
+BODY_DESCRIPTION = (
+    "JSON, or a form (`application/x-www-form-urlencoded`, `multipart/form-data`), read as "
+    "the original Django REST framework service read them: strings trimmed, a number taken "
+    "as a string's text, `\"5\"` or `\"5.0\"` as an integer, `\"true\"`, `\"yes\"`, `\"on\"`, "
+    "`\"1\"` (and their false twins) as booleans. No field is required. In a form, a list is "
+    "repeated keys (`attachment_ids=a&attachment_ids=b`) or indexed ones "
+    "(`attachment_ids[0]=a`), a key/value object dotted keys (`email_data.keys=k`), a "
+    "read-map entry `message_read_map[0]keys=k`; an empty value is null (or, for a boolean, "
+    "not sent).")
+
+
+def form_schema(converter) -> dict:
+    """A message as form keys (see bodies.py), for the OpenAPI document: `converter`
+    (apispec's) gives each field the schema it has in JSON."""
+    properties = {}
+    for name, field in MESSAGE_SCHEMA.fields.items():
+        if field.dump_only:
+            continue
+        if isinstance(field, ma_fields.Nested):
+            for key, inner in field.schema.fields.items():
+                properties[f"{name}.{key}"] = converter.field2property(inner)
+        elif isinstance(field, ma_fields.List) and isinstance(field.inner, ma_fields.Nested):
+            for key, inner in field.inner.schema.fields.items():
+                description = (f"`{key}` of the first entry of `{name}`; `{name}[1]{key}` of "
+                               "the next, and so on.")
+                properties[f"{name}[0]{key}"] = {**converter.field2property(inner),
+                                                 "description": description}
+        else:
+            properties[name] = converter.field2property(field)
+    return {"type": "object", "properties": properties}
+
+
+def message_body(view):
+    """A write's body, JSON or a form (one schema validates both), documented both ways."""
+    form = {"schema": {"$ref": "#/components/schemas/MessageForm"}}
+    view = blp.doc(requestBody={"content": dict.fromkeys(FORM_TYPES, form)})(view)
+    return blp.arguments(MESSAGE_SCHEMA, description=BODY_DESCRIPTION)(view)
 
 
 def errors(*codes: int):
@@ -139,10 +164,10 @@ class Messages(MethodView):
     @errors(401, 422, 503)
     @blp.doc(operationId="list_messages")
     def get(self, args):
-        """List messages, filtered and ordered (newest first unless asked)."""
+        """List messages, filtered and ordered (oldest first unless asked)."""
         return page_response(args, key_scope())
 
-    @blp.arguments(MESSAGE_SCHEMA)
+    @message_body
     @blp.response(201, MessageSchema, headers={**WRITE_HEADERS, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
     @errors(400, 401, 403, 409, 413, 415, 422, 503)
@@ -179,7 +204,7 @@ class MessageItem(MethodView):
             return Response(status=304, headers={"ETag": tag})
         return json_response(message, headers={"ETag": tag})
 
-    @blp.arguments(MESSAGE_SCHEMA)
+    @message_body
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
     @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
     @blp.doc(operationId="update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
@@ -188,7 +213,7 @@ class MessageItem(MethodView):
         """Update the fields sent; the others keep their values (as in the original)."""
         return update(message_id, fields)
 
-    @blp.arguments(MESSAGE_SCHEMA)
+    @message_body
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
     @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
     @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])

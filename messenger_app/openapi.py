@@ -53,8 +53,10 @@ ERROR_RESPONSES = [
                    "The message has changed since the ETag in If-Match."),
     error_response(413, "The body is over the size limit (MAX_BODY_BYTES, 1 MiB by default).",
                    "The data value transmitted exceeds the capacity limit."),
-    error_response(415, "The body is not `application/json`.",
-                   "The body must be application/json."),
+    error_response(415, "The body is neither JSON nor a form (`application/json`, "
+                        "`application/x-www-form-urlencoded`, `multipart/form-data`).",
+                   "The body must be application/json, application/x-www-form-urlencoded "
+                   "or multipart/form-data."),
     error_response(422, "Fields, query parameters or the Idempotency-Key that are not valid "
                         "(or the key was used for another request), named in `errors`.",
                    "The request's fields or parameters are not valid: see errors.",

@@ -1,13 +1,21 @@
-"""The message resource's marshmallow schemas: the contract's 27 keys, in order."""
-from datetime import datetime, timezone
+"""The message resource's marshmallow schemas: the contract's 27 keys, in order.
+
+Values are read as the original service's Django REST framework fields read them
+(rest_framework/fields.py, 3.15): strings trimmed and numbers taken as their text, integers
+from `5`, `"5"` or `"5.0"`, booleans from DRF's spellings, in JSON bodies and forms alike."""
+import re
+from contextlib import suppress
+from datetime import datetime, timedelta, timezone
 
 from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
 from .config import Config
 
-INT32 = validate.Range(min=-(2**31), max=2**31 - 1)
-SHORT_TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)  # ids, types, keys
-LONG_TEXT = validate.Length(max=Config.MAX_VALUE_LENGTH)  # the `values` of key/value objects
+INT64 = validate.Range(min=-(2**63), max=2**63 - 1)  # MongoDB's integers
+# Strings in a B-tree index are kept short enough that an index entry always fits
+# PostgreSQL's limit (see Config.MAX_INDEXED_TEXT_LENGTH); others may be long.
+INDEXED_TEXT = validate.Length(max=Config.MAX_INDEXED_TEXT_LENGTH)
+TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)
 LIST_SIZE = validate.Length(max=Config.MAX_LIST_LENGTH)
 
 # The example values of the original API doc (docs/original-api.txt), which /openapi.json and
@@ -19,30 +27,89 @@ EXAMPLE_DATE_TIME = {"example": "2025-08-31T15:55:11.247Z"}
 
 
 class Text(fields.String):
-    """A string that PostgreSQL can store: no NUL character. (A lone surrogate never gets
-    this far: the JSON parser refuses it.)"""
+    """DRF's CharField: a number is taken as its text (`5` is "5"), leading and trailing
+    whitespace is trimmed (`str.strip()`); a boolean, list or object is refused. So is NUL,
+    which PostgreSQL can't store. (A lone surrogate never gets this far: the JSON parser
+    refuses it.) Unlike DRF, a blank string is accepted."""
 
     default_error_messages = {"nul": "May not contain the NUL character."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.make_error("invalid")
+        text = str(value).strip()
         if "\x00" in text:
             raise self.make_error("nul")
         return text
 
 
-class StrictBoolean(fields.Boolean):
-    """JSON true or false only (marshmallow would also take "yes", 1, ...)."""
+class Integer(fields.Integer):
+    """DRF's IntegerField: `5`, `"5"`, `"5.0"`, `5.0` (its text without a decimal point
+    followed by zeros, read by Python's int()); not `"5.5"`, `"1e3"` or `true`."""
+
+    DECIMAL_ZEROS = re.compile(r"\.0*\s*$")
+    MAX_STRING_LENGTH = 1000  # DRF's guard against huge strings
+    default_error_messages = {"too_long": "String value too large."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
+        if isinstance(value, str) and len(value) > self.MAX_STRING_LENGTH:
+            raise self.make_error("too_long")
+        try:
+            return int(self.DECIMAL_ZEROS.sub("", str(value)))
+        except (ValueError, TypeError):
+            raise self.make_error("invalid") from None
+
+
+class Boolean(fields.Boolean):
+    """DRF's BooleanField: `true`, `1` and the strings "true", "t", "yes", "y", "on", "1" in
+    any case; their false twins ("false", "f", "no", "n", "off", "0", `0`, `0.0`)."""
+
+    TRUE = {"t", "y", "yes", "true", "on", "1", 1, True}
+    FALSE = {"f", "n", "no", "false", "off", "0", 0, 0.0, False}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        key = value.lower() if isinstance(value, str) else value
+        with suppress(TypeError):  # an unhashable value: a list or an object
+            if key in self.TRUE:
+                return True
+            if key in self.FALSE:
+                return False
+        raise self.make_error("invalid", input=value)
 
 
 def format_date_time(value: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, in UTC."""
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+# Django's parse_datetime, behind DRF's DateTimeField, also took what this matches when
+# Python's fromisoformat does not: one-digit months, days and hours, a comma before the
+# fraction, a space before the offset.
+DJANGO_DATE_TIME = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})"
+    r"[T ](?P<hour>\d{1,2}):(?P<minute>\d{1,2})"
+    r"(?::(?P<second>\d{1,2})(?:[.,](?P<microsecond>\d{1,6})\d{0,6})?)?"
+    r"\s*(?P<tzinfo>Z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def parse_date_time(text: str) -> datetime:
+    """A date-time as Django read it (ValueError if it can't); naive means UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        match = DJANGO_DATE_TIME.match(text)
+        if match is None:
+            raise
+        parts = match.groupdict()
+        offset = parts.pop("tzinfo")
+        parts["microsecond"] = (parts["microsecond"] or "0").ljust(6, "0")
+        parsed = datetime(**{name: int(value) for name, value in parts.items() if value})
+        if offset and offset != "Z":
+            minutes = int(offset[1:3]) * 60 + (int(offset[-2:]) if len(offset) > 3 else 0)
+            parsed = parsed.replace(tzinfo=timezone(timedelta(minutes=minutes * (
+                -1 if offset[0] == "-" else 1))))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 class UTCDateTime(fields.DateTime):
@@ -55,10 +122,7 @@ class UTCDateTime(fields.DateTime):
         if not isinstance(value, str):
             raise self.make_error("invalid", input=value, obj_type="datetime")
         try:
-            parsed = datetime.fromisoformat(value)
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
-            parsed = parsed.astimezone(timezone.utc)
+            parsed = parse_date_time(value).astimezone(timezone.utc)
         except (ValueError, OverflowError):
             raise self.make_error("invalid", input=value, obj_type="datetime") from None
         # Stored at the precision the API shows, as MongoDB did.
@@ -66,23 +130,29 @@ class UTCDateTime(fields.DateTime):
 
 
 def nullable_text():
-    return Text(allow_none=True, validate=SHORT_TEXT, metadata=EXAMPLE_TEXT)
+    return Text(allow_none=True, validate=TEXT, metadata=EXAMPLE_TEXT)
 
 
-def nullable_int32():
-    return fields.Integer(allow_none=True, strict=True, validate=INT32, metadata=EXAMPLE_INTEGER)
+def indexed_text():
+    """A string in a B-tree index of the messages table: shorter (see INDEXED_TEXT)."""
+    return Text(allow_none=True, validate=INDEXED_TEXT, metadata=EXAMPLE_TEXT)
+
+
+def nullable_integer():
+    return Integer(allow_none=True, validate=INT64, metadata={**EXAMPLE_INTEGER,
+                                                              "format": "int64"})
 
 
 def flag():
-    return StrictBoolean(metadata=EXAMPLE_BOOLEAN)
+    return Boolean(metadata=EXAMPLE_BOOLEAN)
 
 
 class KeyValueSchema(Schema):
     """`{"keys", "values", "queryparam"}`; a key left out is null (or false)."""
 
-    keys = Text(allow_none=True, load_default=None, validate=SHORT_TEXT, metadata=EXAMPLE_TEXT)
-    values = Text(allow_none=True, load_default=None, validate=LONG_TEXT, metadata=EXAMPLE_TEXT)
-    queryparam = StrictBoolean(load_default=False, metadata=EXAMPLE_BOOLEAN)
+    keys = Text(allow_none=True, load_default=None, validate=TEXT, metadata=EXAMPLE_TEXT)
+    values = Text(allow_none=True, load_default=None, validate=TEXT, metadata=EXAMPLE_TEXT)
+    queryparam = Boolean(load_default=False, metadata=EXAMPLE_BOOLEAN)
 
 
 def nullable_key_value():
@@ -95,26 +165,26 @@ class MessageSchema(Schema):
 
     id = fields.String(dump_only=True, metadata={"example": "68b4707f2e5b5c1f0a8c9d01"})
     event_time = UTCDateTime(dump_only=True, metadata=EXAMPLE_DATE_TIME)
-    communication_id = nullable_text()
-    msg_type = nullable_int32()
+    communication_id = indexed_text()
+    msg_type = nullable_integer()
     type = nullable_text()
-    user_id = nullable_text()
+    user_id = indexed_text()
     received_config_id = nullable_text()
-    module_id = nullable_int32()
-    ref_id = nullable_text()
+    module_id = nullable_integer()
+    ref_id = indexed_text()
     ref_display_id = nullable_text()
     is_system_gen = flag()
     imap_config_id = nullable_text()
-    attachment_ids = fields.List(Text(validate=SHORT_TEXT), validate=LIST_SIZE,
+    attachment_ids = fields.List(Text(validate=TEXT), validate=LIST_SIZE,
                                  metadata={"example": []})
     created_by = nullable_text()
-    organization = nullable_text()
+    organization = indexed_text()
     creation_time = UTCDateTime(allow_none=True, metadata=EXAMPLE_DATE_TIME)
     last_update_time = UTCDateTime(allow_none=True, metadata=EXAMPLE_DATE_TIME)
     is_deleted = flag()
     is_assignee_read = flag()
     message_read_map = fields.List(fields.Nested(KeyValueSchema), validate=LIST_SIZE)
-    customer_id = nullable_text()
+    customer_id = indexed_text()
     customer_entity_id = nullable_text()
     is_description = flag()
     email_data = nullable_key_value()
@@ -165,16 +235,25 @@ ORDERING_FIELDS = ("creation_time", "last_update_time", "event_time", "id", "msg
 
 
 def _query_field(name: str, description: str) -> fields.Field:
-    """The query-string twin of a message field: same type, but booleans read true/false."""
+    """The query-string twin of a message field: the same type, read the same way."""
     field = MessageSchema._declared_fields[name]
     metadata = {"description": description}
     if isinstance(field, fields.Boolean):
-        return fields.Boolean(metadata=metadata)
+        return Boolean(metadata=metadata)
     if isinstance(field, UTCDateTime):
         return UTCDateTime(metadata=metadata)
     if isinstance(field, fields.Integer):
-        return fields.Integer(strict=False, validate=INT32, metadata=metadata)
+        return Integer(validate=INT64, metadata={**metadata, "format": "int64"})
+    if name == "id":
+        return MessageIdText(metadata=metadata)
     return Text(metadata=metadata)
+
+
+class MessageIdText(Text):
+    """A message id, read in either case as in URLs (MongoDB's ObjectId parser did)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).lower()
 
 
 class Ordering(fields.String):
@@ -213,16 +292,18 @@ class MessageListArgsSchema(Schema.from_dict(
         unknown = EXCLUDE
 
     ordering = Ordering(metadata={"description": (
-        "Comma-separated fields, `-` for descending; default `-creation_time` (ties: by id). "
-        "In cursor mode only `id` or `-id` (the default).")})
+        "Comma-separated fields, `-` for descending (ties: by id). Default `id`: the order "
+        "in which the messages were created, oldest first, as the original service listed "
+        "them; `-id` or `-creation_time` for newest first. In cursor mode only `id` (the "
+        "default) or `-id`.")})
     page = fields.Integer(validate=validate.Range(min=1), metadata={
         "description": "Page number, from 1 (page mode; default 1)."})
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
                                metadata={"description": "Messages a page."})
     cursor = fields.String(metadata={"description": (
         "Cursor mode: `*` for the first page, then the `cursor` of the `Link: rel=\"next\"` "
-        "URL. Messages come in id order (creation order), newest first unless "
-        "`ordering=id`; a client that follows `next` until it is absent sees every message "
+        "URL. Messages come in id order (creation order), oldest first unless "
+        "`ordering=-id`; a client that follows `next` until it is absent sees every message "
         "that existed when it started exactly once, even while new ones are created.")})
 
     @pre_load

@@ -53,13 +53,13 @@ RELAXED_MESSAGE = {
 CANONICAL = {
     "_id": {"$oid": object_id(2).upper()},
     "event_time": {"$date": {"$numberLong": "1583058030457"}},
-    "msg_type": {"$numberInt": "-3"}, "module_id": {"$numberLong": "2147483647"},
+    "msg_type": {"$numberInt": "-3"}, "module_id": {"$numberLong": "9223372036854775807"},
     "is_deleted": True, "organization": "globex", "attachment_ids": [],
     "beep_data": {"keys": {"$oid": "5E5B8A00AAAAAAAAAAAAAAAA"}, "queryparam": False},
 }
 CANONICAL_MESSAGE = {
     **dict.fromkeys(RELAXED_MESSAGE), "id": object_id(2), "event_time": "2020-03-01T10:20:30.457Z",
-    "msg_type": -3, "module_id": 2147483647, "is_system_gen": False, "attachment_ids": [],
+    "msg_type": -3, "module_id": 9223372036854775807, "is_system_gen": False, "attachment_ids": [],
     "organization": "globex", "creation_time": "2020-03-01T10:20:30.457Z",
     "last_update_time": "2020-03-01T10:20:30.457Z", "is_deleted": True,
     "is_assignee_read": False, "message_read_map": [], "is_description": False,
@@ -137,7 +137,7 @@ def test_json_array_streams_elements_and_reports_them_by_index(runner, client, a
                                                                tmp_path):
     path = tmp_path / "dump.json"  # mongoexport --jsonArray --pretty: not one line each
     bad = {"_id": {"$oid": object_id(9)}, "event_time": {"$date": "2020-03-01T00:00:00Z"},
-           "is_deleted": "yes"}
+           "is_deleted": "maybe"}
     path.write_bytes(orjson.dumps([RELAXED, bad, CANONICAL], option=orjson.OPT_INDENT_2))
 
     result = import_file(runner, path, "--jsonArray")
@@ -188,12 +188,12 @@ def test_bad_documents_are_reported_by_line_and_the_good_ones_stored(runner, cli
         tmp_path / "dump.json",
         document(1, ref_id="first"),                                   # 1: good
         b'{"_id": {"$oid": "5e5b8a000a1b2c3d4e000002"}, "ref_id": ',   # 2: cut short
-        document(3, msg_type="5"),                                     # 3: wrong type
+        document(3, msg_type="5.5"),                                   # 3: wrong type
         {"_id": {"$oid": "not-an-object-id"}, "event_time": "2021-01-01T00:00:00Z"},  # 4
         {"id": "5E5B8A000A1B2C3D4E000005", "event_time": "2021-01-01T00:00:00Z"},     # 5
         document(1, ref_id="again"),                                   # 6: id of line 1
         b"",                                                           # (blank: skipped)
-        document(8, message_read_map=[{"keys": "k", "queryparam": "no"}], colour="red"),
+        document(8, message_read_map=[{"keys": "k", "queryparam": "nope"}], colour="red"),
         document(9, msg_type={"$numberDouble": "2.5"}, attachment_ids=[{"$binary": {
             "base64": "AA==", "subType": "00"}}]),                     # 9: not these types
         {"_id": {"$oid": object_id(10)}, "ref_id": "no event_time"},   # 10
