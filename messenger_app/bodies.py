@@ -9,6 +9,7 @@ keys (`email_data.keys=k`); the last value of a repeated key otherwise. An empty
 null for a field that takes null, and is not sent at all for one that doesn't (a boolean).
 Keys that name no field are kept as they are, so that the schema refuses them by name.
 """
+import io
 import re
 
 import orjson
@@ -53,10 +54,19 @@ def read_json() -> dict:
 
 
 def read_form(schema: Schema) -> dict:
-    """A form's fields; in a multipart body, a file stands where its field's value would,
+    """A form's fields: 400 for a body that is not a form of its type (werkzeug would take
+    it for an empty one). In a multipart body, a file stands where its field's value would,
     and is refused as a value of the wrong type."""
-    form = MultiDict(request.form)
-    for name, upload in request.files.items(multi=True):
+    body = request.get_data(cache=True)
+    parser = request.make_form_data_parser()  # with the app's limits (413 past them)
+    parser.silent = False
+    try:
+        _, form, files = parser.parse(io.BytesIO(body), request.mimetype, len(body),
+                                      request.mimetype_params)
+    except ValueError:
+        abort(400, message=f"The body is not valid {request.mimetype}.")
+    form = MultiDict(form)
+    for name, upload in files.items(multi=True):
         form.add(name, upload)
     return fields_from_form(schema, form)
 

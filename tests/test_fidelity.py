@@ -322,6 +322,32 @@ def test_a_bad_form_is_422_naming_the_field_and_changes_nothing(app, client, acm
     assert row_counts(app) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("content_type, body", [
+    (MULTIPART, b"ref_id=a"),  # no boundary
+    (f"{MULTIPART}; boundary=b", b"--b\r\nContent-Disposition: form-data; name=ref_id"),
+])
+def test_a_malformed_form_is_400_and_changes_nothing(app, client, acme, content_type, body):
+    response = client.post(SMS, data=body, headers={**acme, "Content-Type": content_type})
+
+    assert response.status_code == 400 and response.get_json()["code"] == 400
+    assert row_counts(app) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("encoding", ["form", "multipart"])
+def test_forms_as_long_as_the_lists_may_be(app, client, acme, encoding):
+    """Every list at its longest (a form part each attachment id, three each read-map
+    entry) is taken; werkzeug's own limits on form parts would refuse it (413)."""
+    limit = app.config["MAX_LIST_LENGTH"]
+    body = {"attachment_ids": [str(n) for n in range(limit)],
+            "message_read_map": [{"keys": str(n), "values": "v", "queryparam": True}
+                                 for n in range(limit)]}
+
+    written = write(client, acme, "post", body, encoding)
+
+    assert written["attachment_ids"] == body["attachment_ids"]
+    assert written["message_read_map"] == body["message_read_map"]
+
+
 def test_a_file_is_not_a_value(app, client, acme):
     response = client.post(SMS, data={"ref_id": (BytesIO(b"x"), "ref.txt")}, headers=acme,
                            content_type=MULTIPART)
