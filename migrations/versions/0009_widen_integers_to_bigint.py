@@ -11,6 +11,11 @@ table). The view message_report names both columns, so it is dropped first and m
 after, as 0007 made it, in the same transaction. SQLite rebuilds the table (batch mode);
 its integers were 64-bit already.
 
+The rewritten table has no visibility map and no statistics for the two columns, so
+index-only scans (the lists' counts, their pages' ids) would read the heap again until
+autovacuum comes round: a VACUUM ANALYZE follows, outside the transaction (it takes no
+lock that stops reads or writes).
+
 Downgrade: back to INTEGER, which fails if any stored value needs more than 32 bits.
 """
 from collections.abc import Sequence
@@ -50,3 +55,5 @@ def change_type(type_: sa.types.TypeEngine, postgresql_type: str) -> None:
     for column, column_comment in columns.items():
         op.execute(f"COMMENT ON COLUMN message_report.{column} IS "
                    f"{reporting_views.quoted(column_comment)}")
+    with op.get_context().autocommit_block():
+        op.execute("VACUUM ANALYZE messages")
