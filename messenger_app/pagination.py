@@ -36,13 +36,11 @@ def page_response(args: dict, organization: str | None) -> Response:
 def numbered_page(filters, organization, ordering, page: int, page_size: int) -> Response:
     if all(name != "id" for name, _ in ordering):
         ordering = [*ordering, ("id", ordering[0][1])]  # a total order: stable pages
-    connection = db.connection()
     offset = (page - 1) * page_size
     # Counting all matches would cost more than the page itself on a large table, so the
     # count stops past this page and past LIST_COUNT_LIMIT; beyond, no total is given.
     enough = max(current_app.config["LIST_COUNT_LIMIT"], offset + page_size)
-    counted = queries.count_messages(connection, filters, organization, enough + 1)
-    items = queries.read_page(connection, filters, organization, ordering, page_size, offset)
+    items, counted = page_and_count(filters, organization, ordering, offset, page_size, enough)
     if counted <= enough:
         metadata = Blueprint._make_pagination_metadata(page, page_size, counted)
     else:
@@ -57,6 +55,23 @@ def numbered_page(filters, organization, ordering, page: int, page_size: int) ->
     if link:
         headers["Link"] = link
     return Response(orjson.dumps(items), 200, headers, mimetype="application/json")
+
+
+def page_and_count(filters, organization, ordering, offset: int, page_size: int,
+                   enough: int) -> tuple[list[dict], int]:
+    """A page, and how many messages match, counted up to `enough` + 1. The page is read
+    with one message more: when the list ends on it, that gives the count, and when more
+    follow past `enough`, that they do; only otherwise is there a count to make."""
+    connection = db.connection()
+    items = queries.read_page(connection, filters, organization, ordering, page_size + 1,
+                              offset)
+    if len(items) > page_size:
+        items.pop()
+        if offset + page_size >= enough:
+            return items, enough + 1
+    elif items or not offset:
+        return items, offset + len(items)
+    return items, queries.count_messages(connection, filters, organization, enough + 1)
 
 
 def cursor_page(filters, organization, ordering, cursor: str, page_size: int) -> Response:

@@ -21,8 +21,11 @@ def warm(client, acme):
 
 
 @pytest.mark.parametrize("query, statements", [
-    ("", 2), ("page_size=1", 2), ("page_size=30", 2), ("page=2&page_size=10", 2),
-    ("ref_id=ticket-42&ordering=-msg_type&page_size=30", 2),
+    # The page alone when the list ends on it (it gives the total)...
+    ("", 1), ("page_size=30", 1), ("ref_id=ticket-42&ordering=-msg_type&page_size=30", 1),
+    # ... else the page and a count.
+    ("page_size=1", 2), ("page=2&page_size=10", 2), ("ordering=-id&page_size=29", 2),
+    # A cursor page: the page alone.
     ("cursor=*&page_size=1", 1), ("cursor=*&page_size=30", 1),
 ])
 def test_a_list_costs_the_same_statements_whatever_its_size(
@@ -31,7 +34,27 @@ def test_a_list_costs_the_same_statements_whatever_its_size(
         response = client.get(f"{SMS}?{query}", headers=acme)
 
     assert response.status_code == 200 and response.get_json()
-    assert counted[0] == statements + key_lookups  # count and page; page alone for a cursor
+    assert counted[0] == statements + key_lookups
+
+
+def test_past_the_count_limit_a_page_costs_no_count(app, client, acme, warm, count_statements,
+                                                    key_lookups, monkeypatch):
+    """A page that ends past LIST_COUNT_LIMIT with more to come has no total to give."""
+    monkeypatch.setitem(app.config, "LIST_COUNT_LIMIT", 5)
+    with count_statements() as counted:
+        response = client.get(f"{SMS}?page=2&page_size=10", headers=acme)
+
+    assert len(response.get_json()) == 10 and "total" not in response.headers["X-Pagination"]
+    assert counted[0] == 1 + key_lookups
+
+
+def test_a_page_past_the_end_counts_for_its_total(client, acme, warm, count_statements,
+                                                 key_lookups):
+    with count_statements() as counted:
+        response = client.get(f"{SMS}?page=5&page_size=10", headers=acme)
+
+    assert response.get_json() == [] and '"total": 30' in response.headers["X-Pagination"]
+    assert counted[0] == 2 + key_lookups
 
 
 @pytest.mark.parametrize("method, body, statements", [
