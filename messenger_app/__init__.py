@@ -19,7 +19,7 @@ def create_app(config: Mapping | None = None) -> Flask:
 
     logs.init_app(app)
     db.init_app(app)
-    app.extensions["api_key_cache"] = auth.KeyCache()
+    app.extensions["api_key_cache"] = auth.KeyCache(app.config["API_KEY_CACHE_SECONDS"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
     api.init_app(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)

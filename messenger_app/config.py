@@ -31,6 +31,10 @@ class Config:
     MAX_FORM_MEMORY_SIZE = MAX_CONTENT_LENGTH
     MAX_FORM_PARTS = 4 * MAX_LIST_LENGTH + 100
 
+    # A process trusts an API key it looked up for this long at most (PostgreSQL; a
+    # revocation reaches every process at once by NOTIFY, and within this if that is lost).
+    API_KEY_CACHE_SECONDS = float(os.environ.get("API_KEY_CACHE_SECONDS", "5"))
+
     # Idempotency-Key: how long a stored response is replayed (then the key may be used
     # afresh and its row is deleted), and after how long a claim still in flight is taken
     # to be a crashed worker's and may be claimed again (longer than a request can run:

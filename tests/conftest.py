@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 import pytest
@@ -164,10 +164,10 @@ def count_statements(app):
     return counting
 
 
-def assert_refused_from_now_on(client, headers) -> None:
+def assert_refused_from_now_on(client, headers, within: float = 2) -> None:
     """A revoked key: refused within moments (on PostgreSQL, once the change notification
     reached this process, well under a millisecond), then always."""
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + within
     while client.get(SMS, headers=headers).status_code != 401:
         assert time.monotonic() < deadline, "the revoked key is still accepted"
         time.sleep(0.01)
@@ -285,3 +285,50 @@ def failing_key_value_writes(app, backend, monkeypatch):
             run(DROP_TRIGGER[backend])
 
     return failing
+
+
+class TcpProxy:
+    """A TCP proxy on a free loopback port to `target_port` on 127.0.0.1, for faults a
+    network makes. `black_hole(port)` silently drops, both ways and for good, what the
+    connection whose upstream side has local port `port` (pg_stat_activity.client_port)
+    carries: as a firewall or NAT that forgot an idle connection would, with neither end
+    told."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.black_holes: set[int] = set()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def black_hole(self, upstream_port: int) -> None:
+        self.black_holes.add(upstream_port)
+
+    def close(self) -> None:
+        for sock in [self.server, *self.sockets]:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            port = upstream.getsockname()[1]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink, port),
+                                 daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, port: int) -> None:
+        try:
+            while data := source.recv(65536):
+                if port not in self.black_holes:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

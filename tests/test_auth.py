@@ -1,10 +1,12 @@
 """API keys and organizations (contract: "Authentication and organizations")."""
 import hashlib
+import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select, text
 
-from conftest import SMS, assert_refused_from_now_on, make_key
+from conftest import SMS, TcpProxy, assert_refused_from_now_on, make_key, migrated_database
+from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import ApiKey
 from test_messages import create, full_message, url
@@ -149,3 +151,66 @@ def test_keys_sharing_a_prefix_are_told_apart_by_their_digest(app, client):
     assert create(client, first)["organization"] == "acme"
     assert create(client, second)["organization"] == "globex"
     assert client.get(SMS, headers=wrong).status_code == 401
+
+
+# --- Revocation whatever happens to the listening connection (PostgreSQL) ---------------
+
+LISTENER = ("SELECT {what} FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query = 'LISTEN api_keys_changed'")
+
+
+def revoke_every_key_in_sql(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP"))
+    engine.dispose()
+
+
+def on_the_server(url: str, sql: str):
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        result = connection.scalar(text(sql))
+    engine.dispose()
+    return result
+
+
+@pytest.fixture
+def keys_database(tmp_path_factory) -> str:
+    return migrated_database("postgresql", tmp_path_factory, "keys")
+
+
+def test_a_revoked_key_is_refused_when_the_listener_was_killed(keys_database):
+    """A killed backend sends its goodbye before it closes: the cache must not serve a key
+    from the read that only brings in the goodbye."""
+    app = create_app({"DATABASE_URL": keys_database})
+    client, headers = app.test_client(), make_key(app, "acme")
+    assert client.get(SMS, headers=headers).status_code == 200  # looked up, cached
+
+    assert on_the_server(keys_database, LISTENER.format(
+        what="count(pg_terminate_backend(pid))")) == 1
+    time.sleep(0.2)  # the goodbye has arrived
+    revoke_every_key_in_sql(keys_database)
+
+    assert [client.get(SMS, headers=headers).status_code for _ in range(3)] == [401] * 3
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_a_revoked_key_is_refused_within_the_cache_age_when_the_listener_is_cut_off(
+        keys_database):
+    """A firewall silently drops the idle listening connection: the notification of the
+    revocation never arrives, yet the key is refused within API_KEY_CACHE_SECONDS."""
+    proxy = TcpProxy(5432)
+    proxied = make_url(keys_database).set(port=proxy.port).render_as_string(hide_password=False)
+    app = create_app({"DATABASE_URL": proxied, "API_KEY_CACHE_SECONDS": 1})
+    client, headers = app.test_client(), make_key(app, "acme")
+    try:
+        assert client.get(SMS, headers=headers).status_code == 200  # looked up, cached
+        proxy.black_hole(on_the_server(keys_database, LISTENER.format(what="client_port")))
+        revoke_every_key_in_sql(keys_database)
+
+        assert_refused_from_now_on(client, headers, within=3)
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        proxy.close()
