@@ -193,7 +193,7 @@ def list_keys():
 def revoke_key(key_or_id):
     """Revoke an API key, given the key itself or its id from `list`."""
     session = db.session
-    if key_or_id.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", key_or_id):  # an id (ASCII digits: "²" is no id)
         key = session.get(ApiKey, int(key_or_id))
     else:
         candidates = session.scalars(

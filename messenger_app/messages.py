@@ -2,6 +2,7 @@
 
 The views validate with the marshmallow schemas (which also document them) and answer with
 messages rendered straight from SQL rows (see message_queries)."""
+import re
 from http import HTTPStatus
 
 import orjson
@@ -117,6 +118,9 @@ def key_scope() -> str | None:
     return None if key.all_organizations else key.organization
 
 
+ROW_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() takes "²"
+
+
 def etag(row_version: int) -> str:
     return f'"{row_version}"'
 
@@ -126,7 +130,7 @@ def if_match_versions() -> list[int] | None:
     if "If-Match" not in request.headers or request.if_match.star_tag:
         return None
     return [int(tag) for tag in request.if_match.as_set()
-            if tag and tag.isdigit() and len(tag) < 10]  # anything else can't match
+            if tag and ROW_VERSION.fullmatch(tag)]  # anything else can't match
 
 
 def not_found_or_changed(message_id: str, versions: list[int] | None):

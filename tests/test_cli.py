@@ -83,7 +83,7 @@ def test_revoke_by_id_or_key(runner, client):
 
 
 def test_revoke_an_unknown_key_fails(runner):
-    for key_or_id in ("12345", "msk_unknown"):
+    for key_or_id in ("12345", "msk_unknown", "²", "9" * 30):
         result = runner.invoke(args=["api-key", "revoke", key_or_id])
         assert result.exit_code == 1 and "No such API key" in result.output
 

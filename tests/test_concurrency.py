@@ -48,7 +48,7 @@ def test_if_match_with_a_stale_etag_is_412_and_changes_nothing(app, client, acme
     current = client.get(url(message["id"]), headers=acme)
 
     for if_match in (stale, "W/" + current.headers["ETag"], '"nonsense"', "garbage", '""',
-                     '"99999999999999999999"', '"-1"'):
+                     '"99999999999999999999"', '"-1"', '"²"', '"١"', '"1²"'):
         response = getattr(client, method)(url(message["id"]), json=body,
                                            headers={**acme, "If-Match": if_match})
         assert response.status_code == 412, if_match
