@@ -47,9 +47,12 @@ class Config:
     CORS_ORIGINS = [origin.strip() for origin in os.environ.get("CORS_ORIGINS", "").split(",")
                     if origin.strip()]
 
-    # Behind this many reverse proxies, trust their X-Forwarded-For/-Proto/-Host (so that
-    # Location headers name the public URL); 0 when clients connect directly.
+    # Behind this many reverse proxies, trust their X-Forwarded-For/-Proto/-Host (for the
+    # client's address and scheme); 0 when clients connect directly.
     PROXY_HOPS = int(os.environ.get("PROXY_HOPS", "0"))
+    # The URL clients reach the service at (https://api.example.com), for the Location
+    # and Link headers; without it they are relative (/ux/...). Never the request's Host.
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")
     # "json": one JSON object a log line; "text" for reading in a terminal.
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
     # One log line per request (off: only warnings and errors are logged).

@@ -91,10 +91,12 @@ def make_engine(url: str, connect_timeout: int | None = None,
     """The engine for `url`; on PostgreSQL, timeouts bound how long a request can wait for a
     database that is down or stuck (migrations run without them). JIT is off: it compiles
     a statement the planner guesses costly (a list on a million rows whose statistics are
-    stale, say) and took 100 ms to save nothing on statements that run in a few."""
+    stale, say) and took 100 ms to save nothing on statements that run in a few. Sessions
+    are in UTC whatever the server's time zone: date-times come back as UTC text, which
+    Python can always read (9999-12-31 in UTC would be year 10000 in Berlin)."""
     connect_args = {}
     if url.startswith("postgresql"):
-        settings = ["-c jit=off"]
+        settings = ["-c jit=off", "-c timezone=UTC"]
         if connect_timeout:
             connect_args["connect_timeout"] = connect_timeout
         if statement_timeout_ms:

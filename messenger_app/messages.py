@@ -6,7 +6,7 @@ import re
 from http import HTTPStatus
 
 import orjson
-from flask import Response, request, url_for
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import fields as ma_fields
@@ -19,7 +19,7 @@ from .extensions import db
 from .idempotency import REPLAYED_HEADER, idempotent
 from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .models import new_object_id, utcnow
-from .pagination import page_response
+from .pagination import page_response, public_url
 from .schemas import (
     MessageListArgsSchema, MessageSchema, new_message_defaults, render_message,
 )
@@ -185,7 +185,7 @@ class Messages(MethodView):
         message = {**new_message_defaults(), "creation_time": now, "last_update_time": now,
                    **fields, "id": new_object_id(), "event_time": now}
         queries.insert_message(db.connection(), message)
-        location = url_for("sms.MessageItem", message_id=message["id"], _external=True)
+        location = public_url("sms.MessageItem", message_id=message["id"])
         return json_response(render_message(message), 201,
                              {"Location": location, "ETag": etag(1)})
 

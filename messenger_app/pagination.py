@@ -105,9 +105,16 @@ def decode_cursor(cursor: str) -> str:
 
 def link_header(pages: dict[str, dict]) -> str:
     """RFC 8288 links to this list with some query parameters replaced, by relation."""
-    base = url_for(request.endpoint, _external=True)
+    base = public_url(request.endpoint)
     links = []
     for rel, replaced in pages.items():
         params = [(k, v) for k, v in request.args.items(multi=True) if k not in replaced]
         links.append(f'<{base}?{urlencode([*params, *replaced.items()])}>; rel="{rel}"')
     return ", ".join(links)
+
+
+def public_url(endpoint: str, **values) -> str:
+    """A URL of this service for a client: PUBLIC_BASE_URL and the path, or the path alone
+    (relative) without it; never built from the request's Host, which the client chooses
+    (a Link to `Host: evil.example` would send the next request, key and all, there)."""
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + url_for(endpoint, **values)

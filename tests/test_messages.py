@@ -5,9 +5,9 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Text, func, select, text
+from sqlalchemy import Text, create_engine, func, make_url, select, text
 
-from conftest import SMS
+from conftest import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import Attachment, KeyValue, Message
@@ -550,12 +550,67 @@ def test_a_body_over_the_size_limit_is_413(app, client, acme):
     assert row_counts(app) == (0, 0, 0)
 
 
-def test_location_names_the_public_url_behind_a_trusted_proxy(database_url, acme):
-    forwarded = {**acme, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com"}
-    behind = create_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1}).test_client()
-    direct = create_app({"DATABASE_URL": database_url}).test_client()
+# --- What clients can't make the service do ---------------------------------------------
 
-    assert behind.post(SMS, json={}, headers=forwarded).headers["Location"].startswith(
-        "https://api.example.com/ux/common/messenger/sms/")
-    assert direct.post(SMS, json={}, headers=forwarded).headers["Location"].startswith(
-        "http://localhost/")
+def test_urls_given_to_clients_never_come_from_the_host_header(app, client, acme):
+    """A client following `Link: rel="next"` would send its key wherever Host said."""
+    hostile = {**acme, "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    create(client, acme)
+    create(client, acme)
+
+    created = client.post(SMS, json={}, headers=hostile)
+    listed = client.get(f"{SMS}?page_size=1", headers=hostile)
+    cursor = client.get(f"{SMS}?cursor=*&page_size=1", headers=hostile)
+
+    assert created.headers["Location"] == url(created.get_json()["id"])  # relative
+    for link in (listed.headers["Link"], cursor.headers["Link"]):
+        assert "evil" not in link and "<" + SMS + "?" in link
+
+
+def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme):
+    public = create_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1,
+                         "PUBLIC_BASE_URL": "https://api.example.com/"}).test_client()
+    hostile = {**acme, "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+
+    created = public.post(SMS, json={}, headers=hostile)
+    listed = public.get(f"{SMS}?page_size=1", headers=hostile)
+
+    assert created.headers["Location"] == f"https://api.example.com{url(created.get_json()['id'])}"
+    assert listed.headers["Link"].startswith(f"<https://api.example.com{SMS}?")
+
+
+@pytest.mark.parametrize("creation_time, stored", [
+    ("9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z"),
+    ("0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00.000Z"),
+    ("2025-06-01T12:00:00+02:00", "2025-06-01T10:00:00.000Z"),
+])
+def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creation_time,
+                                                         stored):
+    """The server (here: the database's default) in Europe/Berlin, where 9999-12-31T23:59Z
+    is year 10000: every date-time still reads back, on its own and in lists."""
+    url_ = migrated_database("postgresql", tmp_path_factory, "berlin")
+    server = create_engine(url_, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f"ALTER DATABASE \"{make_url(url_).database}\" "
+                                "SET timezone TO 'Europe/Berlin'"))
+    server.dispose()
+    app = create_app({"DATABASE_URL": url_})
+    client, headers = app.test_client(), make_key(app, "acme")
+
+    created = create(client, headers, {"creation_time": creation_time})
+
+    assert created["creation_time"] == stored
+    assert client.get(url(created["id"]), headers=headers).get_json() == created
+    assert client.get(SMS, headers=headers).get_json() == [created]
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("creation_time", ["9999-12-31T23:00:00-01:00",
+                                           "0001-01-01T00:30:00+01:00"])
+def test_date_times_that_could_not_be_shown_are_refused(app, client, acme, creation_time):
+    """Past 9999-12-31 or before 0001-01-01 once in UTC: nothing could render them."""
+    response = client.post(SMS, json={"creation_time": creation_time}, headers=acme)
+
+    assert response.status_code == 422 and "creation_time" in response.get_json()["errors"]["json"]
+    assert row_counts(app) == (0, 0, 0)
