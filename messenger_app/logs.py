@@ -32,8 +32,8 @@ def init_app(app: Flask) -> None:
         app.logger.addHandler(handler)
     for handler in app.logger.handlers:
         handler.setFormatter(JSONFormatter() if app.config["LOG_FORMAT"] == "json" else
-                             logging.Formatter("[%(asctime)s] %(levelname)s %(name)s "
-                                               "[request %(request_id)s]: %(message)s"))
+                             TextFormatter("[%(asctime)s] %(levelname)s %(name)s "
+                                           "[request %(request_id)s]: %(message)s"))
     app.logger.setLevel(logging.INFO)
     request_log.setLevel(logging.INFO if app.config["LOG_REQUESTS"] else logging.WARNING)
 
@@ -89,3 +89,25 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line).decode()
+
+
+# Line breaks and other control characters (C0, DEL, NEL, the Unicode line and paragraph
+# separators), which a client could put in a path to write a line of its own into the log.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    return CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+class TextFormatter(logging.Formatter):
+    """One line a record, control characters escaped (`\\n`); a traceback follows on lines
+    of its own, each indented, so no text from a request can pass for a record. (JSON
+    lines need nothing: JSON escapes control characters.)"""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:
+        return "\n".join("    " + escape_controls(line)
+                         for line in super().formatException(ei).splitlines())

@@ -1,6 +1,7 @@
 """Request ids and the log: one line per request, JSON by default, never the API key."""
 import json
 import logging
+import sys
 
 from conftest import SMS
 from messenger_app import create_app
@@ -56,3 +57,28 @@ def test_log_lines_can_be_plain_text(database_url):
         assert handler.formatter.format(record).endswith("[request r-2]: hello")
     finally:
         create_app({"DATABASE_URL": database_url})  # back to JSON for the other tests
+
+
+def test_text_log_lines_can_not_be_forged(database_url, acme, caplog):
+    """`%0A` in a path would start a log line of the client's making."""
+    try:
+        app = create_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
+        (handler,) = app.logger.handlers
+        with caplog.at_level(logging.INFO, logger="messenger_app.requests"):
+            app.test_client().get("/ux/x%0A[2026-01-01] INFO forged%0D%1B[2J%E2%80%A8",
+                                  headers=acme)
+        lines = [handler.formatter.format(record) for record in caplog.records]
+        try:
+            raise ValueError("bad input:\n[2026-01-01] INFO forged")
+        except ValueError:
+            error = logging.LogRecord("messenger_app", logging.ERROR, __file__, 1, "failed",
+                                      (), sys.exc_info())
+            error.request_id = "r-3"
+        traceback_lines = handler.formatter.format(error).splitlines()
+    finally:
+        create_app({"DATABASE_URL": database_url})  # back to JSON for the other tests
+
+    assert len(lines) == 1 and "\n" not in lines[0] and "\r" not in lines[0]
+    assert "\\n[2026-01-01] INFO forged\\r\\x1b[2J\\u2028" in lines[0]
+    assert traceback_lines[0].endswith("[request r-3]: failed")
+    assert all(line.startswith("    ") for line in traceback_lines[1:])
