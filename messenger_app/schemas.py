@@ -231,6 +231,7 @@ def render_message(values: dict) -> dict:
 
 RANGE_FILTER_FIELDS = ("creation_time", "last_update_time", "msg_type", "module_id")
 RANGE_OPERATORS = {"gte": "≥", "gt": ">", "lte": "≤", "lt": "<"}
+MAX_PAGE = 2**31 - 1  # its OFFSET must fit the database's integers, whatever the page size
 ORDERING_FIELDS = ("creation_time", "last_update_time", "event_time", "id", "msg_type", "module_id")
 
 
@@ -296,7 +297,7 @@ class MessageListArgsSchema(Schema.from_dict(
         "in which the messages were created, oldest first, as the original service listed "
         "them; `-id` or `-creation_time` for newest first. In cursor mode only `id` (the "
         "default) or `-id`.")})
-    page = fields.Integer(validate=validate.Range(min=1), metadata={
+    page = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE), metadata={
         "description": "Page number, from 1 (page mode; default 1)."})
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
                                metadata={"description": "Messages a page."})

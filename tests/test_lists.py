@@ -38,12 +38,21 @@ def test_list_pages(client, acme):
 
 
 @pytest.mark.parametrize("query", ["page=0", "page=x", "page_size=0", "page_size=1001",
-                                   "page_size=ten"])
+                                   "page_size=ten", "page=92233720368547759",
+                                   "page=2147483648", "page=1e3"])
 def test_bad_page_parameters_are_422_naming_them(client, acme, query):
     response = client.get(f"{SMS}?{query}", headers=acme)
 
     assert response.status_code == 422
     assert query.split("=")[0] in response.get_json()["errors"]["query"]
+
+
+def test_the_last_page_number_there_can_be_is_an_empty_page(client, acme):
+    create(client, acme)
+
+    response = client.get(f"{SMS}?page=2147483647&page_size=1000", headers=acme)
+
+    assert response.status_code == 200 and response.get_json() == []
 
 
 def test_unknown_query_parameters_are_ignored(client, acme):
