@@ -10,6 +10,7 @@ from flask import current_app, g
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
@@ -30,6 +31,7 @@ class Database:
         app.extensions["database"] = (engine, threading.local())
         app.teardown_appcontext(self._end_request)
         app.register_error_handler(OperationalError, database_unavailable)
+        app.register_error_handler(PoolTimeout, database_unavailable)  # every connection busy
 
     @property
     def engine(self) -> Engine:
@@ -78,8 +80,9 @@ def transaction(connection: Connection) -> Iterator[Connection]:
 
 def database_unavailable(error: OperationalError):
     """503, in the API's JSON, when the database can't be reached or gives up (connection
-    refused or lost, timeouts, SQLite busy); the details go to the log only."""
-    log.error("Database unavailable: %s", error.orig, exc_info=error)
+    refused or lost, timeouts, SQLite busy, no free connection in the pool); the details go
+    to the log only."""
+    log.error("Database unavailable: %s", getattr(error, "orig", error), exc_info=error)
     response = api.handle_http_exception(ServiceUnavailable(
         "The database can't be reached just now; try again shortly."))
     body, code, headers = response
@@ -102,7 +105,9 @@ def make_engine(url: str, connect_timeout: int | None = None,
         if statement_timeout_ms:
             settings.append(f"-c statement_timeout={statement_timeout_ms}")
         connect_args["options"] = " ".join(settings)
-    engine = create_engine(url, connect_args=connect_args)
+    # A request waits for a free connection of the pool no longer than for a new one.
+    pool = {"pool_timeout": connect_timeout} if connect_timeout else {}
+    engine = create_engine(url, connect_args=connect_args, **pool)
     if engine.dialect.name == "sqlite":
         if engine.url.database not in (None, "", ":memory:"):
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -99,3 +99,22 @@ def test_a_stuck_database_is_a_503_after_the_statement_timeout(postgres_app):
     assert response.status_code == 503 and response.get_json()["code"] == 503
     assert 0.2 < waited < 5
     assert client.get(SMS, headers=acme).status_code == 200
+
+
+def test_a_full_connection_pool_is_a_503_then_recovers(database_url, acme):
+    """Every connection of the pool is in use elsewhere: the request waits
+    DATABASE_CONNECT_TIMEOUT for one, then gets a JSON 503 to retry, not a 500."""
+    busy_app = create_app({"DATABASE_URL": database_url, "DATABASE_CONNECT_TIMEOUT": 1})
+    with busy_app.app_context():
+        engine = db.engine
+    held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
+    try:
+        response = busy_app.test_client().get(SMS, headers=acme)
+    finally:
+        for connection in held:
+            connection.close()
+
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["code"] == 503
+    assert busy_app.test_client().get(SMS, headers=acme).status_code == 200
+    engine.dispose()
