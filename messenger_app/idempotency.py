@@ -206,12 +206,15 @@ def store(connection, params: dict, response: Response) -> bool:
 
 
 def release(connection, params: dict) -> None:
-    """Delete this request's claim, so that a retry may run. If the database can't be
-    reached, the claim is left to go stale (IDEMPOTENCY_STALE_SECONDS)."""
-    if connection.invalidated:
-        return
+    """Delete this request's claim, so that a retry may run: on the request's connection,
+    or on a new one if that was lost (a 503). If the database can't be reached at all, the
+    claim is left to go stale (IDEMPOTENCY_STALE_SECONDS)."""
     try:
-        connection.execute(RELEASE, params)
+        if not connection.invalidated:
+            connection.execute(RELEASE, params)
+            return
+        with db.engine.begin() as fresh:
+            fresh.execute(RELEASE, params)
     except SQLAlchemyError:
         log.warning("Could not release an %s claim; it will go stale.", HEADER, exc_info=True)
 

@@ -380,3 +380,24 @@ def test_the_openapi_document_describes_the_header_on_every_write(client):
         assert REPLAYED in success["headers"]
         assert {"409", "422"} <= set(operation["responses"])
 
+
+
+def test_a_key_is_free_again_after_its_connection_was_lost_mid_write(postgres_app,
+                                                                       monkeypatch):
+    """The request's own backend dies inside the write: a 503, and a retry with the same
+    key runs afresh at once (not a 409 for a claim left in flight)."""
+    client, headers = postgres_app.test_client(), make_key(postgres_app, "lost-connection")
+    real_insert = queries.insert_message
+
+    def dying_insert(connection, fields):
+        connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        real_insert(connection, fields)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(queries, "insert_message", dying_insert)
+        failed = client.post(SMS, json={"ref_id": "r"}, headers=keyed(headers))
+    retry = client.post(SMS, json={"ref_id": "r"}, headers=keyed(headers))
+
+    assert failed.status_code == 503
+    assert retry.status_code == 201 and REPLAYED not in retry.headers
+    assert len(client.get(SMS, headers=headers).get_json()) == 1
