@@ -15,9 +15,11 @@ import re
 import orjson
 from flask import g, request
 from flask_smorest import abort
+from gunicorn.http.errors import ParseException
 from marshmallow import Schema, fields
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CONTENT_TYPES = ("application/json", *FORM_TYPES)
@@ -37,8 +39,23 @@ def fields_read() -> dict | None:
     return g.get("body_fields")
 
 
+def raw_body() -> bytes:
+    """The body's bytes, read once: 413 past MAX_CONTENT_LENGTH, which werkzeug checks
+    against Content-Length but silently cuts a chunked body off at; 400 for a chunked body
+    whose encoding is broken (gunicorn's reader raises a ParseException or an OSError)."""
+    try:
+        body = request.get_data(cache=True)
+        limit = request.max_content_length
+        if limit is not None and len(body) >= limit and request.content_length is None:
+            if request.environ["wsgi.input"].read(1):  # more than werkzeug let through
+                raise RequestEntityTooLarge()
+    except (OSError, ClientDisconnected, ParseException):
+        abort(400, message="The body could not be read: its chunked encoding is broken.")
+    return body
+
+
 def read_json() -> dict:
-    body = request.get_data(cache=True)
+    body = raw_body()
     if not body:
         return {}
     if not request.is_json:
@@ -57,7 +74,7 @@ def read_form(schema: Schema) -> dict:
     """A form's fields: 400 for a body that is not a form of its type (werkzeug would take
     it for an empty one). In a multipart body, a file stands where its field's value would,
     and is refused as a value of the wrong type."""
-    body = request.get_data(cache=True)
+    body = raw_body()
     parser = request.make_form_data_parser()  # with the app's limits (413 past them)
     parser.silent = False
     try:

@@ -153,7 +153,7 @@ def body_digest() -> str:
     have the same digest. A body that the view does not read (DELETE's) counts by its bytes."""
     fields = bodies.fields_read()
     if fields is None:
-        canonical = request.get_data(cache=True)
+        canonical = bodies.raw_body()
     else:
         canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()

@@ -37,7 +37,7 @@ def string_header(description: str) -> dict:
 # The errors the operations document, by reference to their status's name (NOT_FOUND, ...).
 ERROR_RESPONSES = [
     error_response(400, "The body is not JSON, or not a JSON object, or not a valid form of "
-                        "its content type.",
+                        "its content type, or its chunked encoding is broken.",
                    "The body is not valid JSON."),
     error_response(401, "The API key is missing, unknown or revoked.",
                    "A valid API key is required in the Authorization header.",

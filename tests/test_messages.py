@@ -2,12 +2,13 @@
 the contract (sections "The resource" and "Operations")."""
 import json
 import re
+import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Text, create_engine, func, make_url, select, text
 
-from conftest import SMS, make_key, migrated_database
+from conftest import SMS, http, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import Attachment, KeyValue, Message
@@ -614,3 +615,45 @@ def test_date_times_that_could_not_be_shown_are_refused(app, client, acme, creat
 
     assert response.status_code == 422 and "creation_time" in response.get_json()["errors"]["json"]
     assert row_counts(app) == (0, 0, 0)
+
+
+def raw_request(base: str, request: bytes) -> tuple[int, dict]:
+    """Send `request` as it is to the server at `base`; its status and JSON body."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request)
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def chunked_post(key: str, chunks: bytes) -> bytes:
+    return (f"POST {SMS} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {key}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n").encode() + chunks
+
+
+def as_chunks(body: bytes, size: int = 65536) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+def test_chunked_bodies_are_read_whole_or_refused(service):
+    """gunicorn decodes Transfer-Encoding: chunked; a broken encoding is a 400, a body past
+    the size limit a 413 (no Content-Length tells werkzeug so: it used to cut the body off
+    at the limit and store what was there), and a good one is stored."""
+    key = make_key(service.app, "chunked")["Authorization"]
+    limit = service.app.config["MAX_CONTENT_LENGTH"]
+
+    broken = raw_request(service.base, chunked_post(key, b"zz\r\n{}\r\n0\r\n\r\n"))
+    too_big = raw_request(service.base, chunked_post(key, as_chunks(
+        b'{"ref_id": "big"}' + b" " * (3 * limit))))
+    good = raw_request(service.base, chunked_post(key, as_chunks(b'{"ref_id": "ok"}', 4)))
+    listed = json.loads(http("GET", f"{service.base}{SMS}", {"Authorization": key})[2])
+
+    assert broken[0] == 400 and broken[1]["code"] == 400
+    assert too_big[0] == 413 and too_big[1]["code"] == 413
+    assert good[0] == 201 and good[1]["ref_id"] == "ok"
+    assert [message["ref_id"] for message in listed] == ["ok"]
