@@ -1,9 +1,12 @@
 """gunicorn settings for `make run` and for production: `gunicorn -c gunicorn.conf.py wsgi:app`.
 Environment: HOST, PORT, WEB_CONCURRENCY (workers)."""
+import json
 import multiprocessing
 import os
 import shutil
 import tempfile
+
+from gunicorn import util
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
@@ -30,3 +33,15 @@ def child_exit(server, worker):
 
 def on_exit(server):
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own errors, for requests it can't read (a bad request line: 400, a URI
+    too long: 414, headers too large: 431), in the API's JSON form rather than HTML."""
+    body = json.dumps({"code": status_int, "status": reason, "message": mesg}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = write_json_error  # what gunicorn's workers call to answer those

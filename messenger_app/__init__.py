@@ -16,6 +16,9 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.config.from_object(Config)
     app.config.update(config or {})
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
+    # A path without its trailing slash (or with a doubled one) is served or a JSON 404:
+    # werkzeug's redirects to the right one have HTML bodies, and a Location from Host.
+    app.url_map.strict_slashes = app.url_map.merge_slashes = False
 
     logs.init_app(app)
     db.init_app(app)

@@ -657,3 +657,28 @@ def test_chunked_bodies_are_read_whole_or_refused(service):
     assert too_big[0] == 413 and too_big[1]["code"] == 413
     assert good[0] == 201 and good[1]["ref_id"] == "ok"
     assert [message["ref_id"] for message in listed] == ["ok"]
+
+
+@pytest.mark.parametrize("request_line, headers, status", [
+    ("GET /healthz HTTP/1.1 extra", "", 400),
+    ("G@T /healthz HTTP/1.1", "", 400),
+    (f"GET /healthz?{'q' * 5000} HTTP/1.1", "", 414),
+    ("GET /healthz HTTP/1.1", f"X-Big: {'b' * 9000}\r\n", 431),
+    ("GET /healthz HTTP/1.1", "".join(f"X-{n}: n\r\n" for n in range(120)), 431),
+])
+def test_requests_the_server_cannot_read_get_json_errors(service, request_line, headers,
+                                                         status):
+    """Refused by gunicorn before the app sees them, yet in the API's error form."""
+    answered, body = raw_request(service.base, (
+        f"{request_line}\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").encode())
+
+    assert answered == status and body["code"] == status and body["message"]
+
+
+@pytest.mark.parametrize("path, status", [(SMS.rstrip("/"), 200), ("/ux//common/messenger/sms/",
+                                                                     404)])
+def test_no_path_is_redirected(client, acme, path, status):
+    """werkzeug would redirect these, with an HTML body and a Location from Host."""
+    response = client.get(path, headers={**acme, "Host": "evil.example"})
+
+    assert response.status_code == status and response.is_json and "Location" not in response.headers
