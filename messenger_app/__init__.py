@@ -31,7 +31,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.register_blueprint(health.blp)
     api.register_blueprint(metrics.blp)
     if app.config["METRICS"]:
-        metrics.init_app(app, app.extensions["database"][0])
+        metrics.init_app(app, app.extensions["database"])
     app.register_blueprint(auth.cli)
     app.register_blueprint(idempotency.cli)
     app.register_blueprint(transfer.cli)

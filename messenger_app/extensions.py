@@ -1,7 +1,7 @@
-"""The database: one engine per app, one autocommit connection per request thread, and
-`transaction()` for writes of several statements."""
+"""The database: one engine per app, one autocommit connection per request (from the
+engine's pool, given back at teardown), and `transaction()` for writes of several
+statements."""
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,28 +20,29 @@ log = logging.getLogger(__name__)
 
 
 class Database:
-    """One engine per app (so per process), and one connection per thread, kept across
-    requests (taking a connection from the pool and giving it back costs more than a
-    query). It is in autocommit mode, so reads cost no BEGIN/ROLLBACK round trips; see
-    `transaction()` for writes of several statements. Commands use an ORM session."""
+    """One engine per app (so per process). A request takes a connection from its pool
+    when it first needs one and gives it back at teardown, however it is served (one
+    request a worker, or many at once). The connection is in autocommit mode, so reads
+    cost no BEGIN/ROLLBACK round trips; see `transaction()` for writes of several
+    statements. Commands use an ORM session."""
 
     def init_app(self, app) -> None:
-        engine = make_engine(app.config["DATABASE_URL"], app.config["DATABASE_CONNECT_TIMEOUT"],
-                             app.config["DATABASE_STATEMENT_TIMEOUT"])
-        app.extensions["database"] = (engine, threading.local())
+        app.extensions["database"] = make_engine(
+            app.config["DATABASE_URL"], app.config["DATABASE_CONNECT_TIMEOUT"],
+            app.config["DATABASE_STATEMENT_TIMEOUT"])
         app.teardown_appcontext(self._end_request)
         app.register_error_handler(OperationalError, database_unavailable)
         app.register_error_handler(PoolTimeout, database_unavailable)  # every connection busy
 
     @property
     def engine(self) -> Engine:
-        return current_app.extensions["database"][0]
+        return current_app.extensions["database"]
 
     def connection(self) -> Connection:
-        engine, local = current_app.extensions["database"]
-        if getattr(local, "connection", None) is None:
-            local.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return local.connection
+        if "db_connection" not in g:
+            g.db_connection = self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT")
+        return g.db_connection
 
     @property
     def session(self) -> Session:
@@ -51,14 +52,10 @@ class Database:
 
     @staticmethod
     def _end_request(_exc) -> None:
-        session = g.pop("db_session", None)
-        if session is not None:
-            session.close()
-        local = current_app.extensions["database"][1]
-        connection = getattr(local, "connection", None)
-        if connection is not None and connection.invalidated:  # lost: the next request
-            local.connection = None                            # connects anew
-            connection.close()
+        for name in ("db_session", "db_connection"):
+            owned = g.pop(name, None)
+            if owned is not None:
+                owned.close()  # back to the pool (a lost connection is discarded)
 
 
 @contextmanager

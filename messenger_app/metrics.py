@@ -35,8 +35,8 @@ DB_CONNECTIONS_OPEN = Gauge("messenger_db_connections_open",
                             "Database connections open in the pool.",
                             multiprocess_mode="livesum")
 DB_CONNECTIONS_IN_USE = Gauge("messenger_db_connections_in_use",
-                              "Database connections checked out of the pool (each request "
-                              "thread keeps one).", multiprocess_mode="livesum")
+                              "Database connections checked out of the pool (by requests "
+                              "under way).", multiprocess_mode="livesum")
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics.")
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from conftest import SMS, alembic_config, fresh_database, make_key
 from messenger_app import create_app
@@ -49,11 +49,13 @@ def test_an_unreachable_database_is_a_quick_json_503():
 
 
 def kill_service_connections(app) -> int:
-    with app.app_context():
-        killed = db.session.scalar(text(
+    """Every connection of the app, those idle in its pool included (from outside it)."""
+    outside = create_engine(app.config["DATABASE_URL"], isolation_level="AUTOCOMMIT")
+    with outside.connect() as connection:
+        killed = connection.scalar(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
-        db.session.commit()
+    outside.dispose()
     return killed
 
 

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SMS, at_once, http, make_key, wait_until_serving
 from messenger_app import create_app
+from messenger_app.extensions import db
 from test_messages import create, url
 
 LIST = ("/ux/common/messenger/sms/", "GET", "200")
@@ -75,13 +76,17 @@ def test_unknown_urls_and_methods_share_one_label(client):
     assert change[("messenger_http_requests_total", "unmatched", "other", "405")] == 1
 
 
-def test_database_connections_are_counted(client, acme):
-    client.get(SMS, headers=acme)  # this thread's connection is open and kept
+def test_database_connections_are_counted(app, client, acme):
+    client.get(SMS, headers=acme)  # its connection went back to the pool, open
+    after_the_request = scrape(client)
+    with app.app_context():
+        held = db.engine.connect()  # as a request under way holds one
+    while_held = scrape(client)
+    held.close()
 
-    metrics = scrape(client)
-
-    assert metrics[("messenger_db_connections_open", None, None, None)] >= 1
-    assert metrics[("messenger_db_connections_in_use", None, None, None)] >= 1
+    assert after_the_request[("messenger_db_connections_open", None, None, None)] >= 1
+    assert after_the_request[("messenger_db_connections_in_use", None, None, None)] == 0
+    assert while_held[("messenger_db_connections_in_use", None, None, None)] == 1
 
 
 def test_metrics_can_be_turned_off(database_url, client, acme):
@@ -122,7 +127,8 @@ def test_gunicorn_workers_add_up_and_dead_workers_drop_out(service):
     change = moved(before, served)
     assert change[("messenger_http_requests_total", *LIST)] == 60  # whichever workers served
     assert change[("messenger_http_request_duration_seconds_bucket", *LIST, "+Inf")] == 60
-    assert 1 <= served[("messenger_db_connections_in_use", None, None, None)] <= 3
+    assert served[("messenger_db_connections_open", None, None, None)] >= 1
+    assert served[("messenger_db_connections_in_use", None, None, None)] == 0  # all given back
 
     # gunicorn replaces killed workers; child_exit drops their connections, not their counts
     old = worker_pids(service.process)
