@@ -29,7 +29,7 @@ class Database:
     def init_app(self, app) -> None:
         app.extensions["database"] = make_engine(
             app.config["DATABASE_URL"], app.config["DATABASE_CONNECT_TIMEOUT"],
-            app.config["DATABASE_STATEMENT_TIMEOUT"])
+            app.config["DATABASE_STATEMENT_TIMEOUT"], isolation_level="AUTOCOMMIT")
         app.teardown_appcontext(self._end_request)
         app.register_error_handler(OperationalError, database_unavailable)
         app.register_error_handler(PoolTimeout, database_unavailable)  # every connection busy
@@ -40,8 +40,7 @@ class Database:
 
     def connection(self) -> Connection:
         if "db_connection" not in g:
-            g.db_connection = self.engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT")
+            g.db_connection = self.engine.connect()
         return g.db_connection
 
     @property
@@ -62,7 +61,7 @@ class Database:
 def transaction(connection: Connection) -> Iterator[Connection]:
     """Make the statements run on a request's autocommit connection commit together. Inside
     another `transaction()` (an idempotent write), they join it."""
-    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+    if connection.get_execution_options().get("isolation_level", "AUTOCOMMIT") != "AUTOCOMMIT":
         yield connection
         return
     connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
@@ -87,7 +86,7 @@ def database_unavailable(error: OperationalError):
 
 
 def make_engine(url: str, connect_timeout: int | None = None,
-                statement_timeout_ms: int | None = None) -> Engine:
+                statement_timeout_ms: int | None = None, **engine_options) -> Engine:
     """The engine for `url`; on PostgreSQL, timeouts bound how long a request can wait for a
     database that is down or stuck (migrations run without them). JIT is off: it compiles
     a statement the planner guesses costly (a list on a million rows whose statistics are
@@ -104,7 +103,7 @@ def make_engine(url: str, connect_timeout: int | None = None,
         connect_args["options"] = " ".join(settings)
     # A request waits for a free connection of the pool no longer than for a new one.
     pool = {"pool_timeout": connect_timeout} if connect_timeout else {}
-    engine = create_engine(url, connect_args=connect_args, **pool)
+    engine = create_engine(url, connect_args=connect_args, **pool, **engine_options)
     if engine.dialect.name == "sqlite":
         if engine.url.database not in (None, "", ":memory:"):
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,8 @@ def test_a_stuck_database_is_a_503_after_the_statement_timeout(postgres_app):
     impatient = create_app({"DATABASE_URL": postgres_app.config["DATABASE_URL"],
                             "DATABASE_STATEMENT_TIMEOUT": 300})
     client, acme = impatient.test_client(), make_key(impatient, "acme")
-    with postgres_app.app_context():
-        blocker = db.engine.connect()
+    with postgres_app.app_context():  # the app's engine runs in autocommit: not this one
+        blocker = db.engine.connect().execution_options(isolation_level="READ COMMITTED")
         locking = blocker.begin()
         blocker.execute(text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
         try:
