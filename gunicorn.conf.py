@@ -9,8 +9,12 @@ import tempfile
 from gunicorn import util
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "sync"  # each worker holds one database connection (and one LISTEN connection)
+# gevent: a worker serves many connections at once, each a greenlet, so a client that
+# sends its request slowly (or a live-updates stream) holds a greenlet, not the worker;
+# psycopg waits for PostgreSQL cooperatively. A worker is one core at most (the GIL).
+worker_class = "gevent"
+worker_connections = 1000  # open connections a worker serves at once; more wait to be accepted
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 timeout = 30  # a worker stuck longer is replaced; statements give up after 10 s before that
 graceful_timeout = 30  # on SIGTERM, requests under way get this long to finish
 keepalive = 2

@@ -11,6 +11,7 @@ Keys that name no field are kept as they are, so that the schema refuses them by
 """
 import io
 import re
+from contextlib import suppress
 
 import orjson
 from flask import g, request
@@ -49,9 +50,20 @@ def raw_body() -> bytes:
         if limit is not None and len(body) >= limit and request.content_length is None:
             if request.environ["wsgi.input"].read(1):  # more than werkzeug let through
                 raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        discard_unread_body()
+        raise
     except (OSError, ClientDisconnected, ParseException):
         abort(400, message="The body could not be read: its chunked encoding is broken.")
     return body
+
+
+def discard_unread_body(most: int = 8 * 1024 * 1024) -> None:
+    """Read and drop what is left of a refused body (up to `most` bytes), so that closing
+    the connection does not reset it under the 413 a client is about to read."""
+    with suppress(Exception):  # a broken or endless body: the connection closes regardless
+        while most > 0 and (chunk := request.environ["wsgi.input"].read(min(most, 65536))):
+            most -= len(chunk)
 
 
 def read_json() -> dict:

@@ -1,6 +1,7 @@
 """ETags and conditional requests (contract: "Concurrency"), and no lost update under real
 parallel PATCHes against gunicorn on PostgreSQL."""
 import json
+import socket
 
 import pytest
 
@@ -123,3 +124,25 @@ def test_parallel_retries_with_one_idempotency_key_create_one_message(service):
     assert [message["id"] for message in json.loads(listed)] == [json.loads(first_body)["id"]]
     _, _, later = http("POST", f"{service.base}{SMS}", acme, body)
     assert later == first_body
+
+
+def test_slow_clients_do_not_hold_up_the_others(service):
+    """Sockets that send their request a byte a second (ten for each of gunicorn's three
+    workers, which sync workers would each give a worker to) while others are served."""
+    acme = make_key(service.app, "acme")
+    host, port = service.base.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port))) for _ in range(30)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        answered = []
+        for n in range(10):
+            for sock in slow:
+                sock.sendall(b"X")  # a header that never ends
+            answered.append(http("GET", f"{service.base}{SMS}", acme)[0])
+            answered.append(http("GET", f"{service.base}/healthz", {})[0])
+    finally:
+        for sock in slow:
+            sock.close()
+
+    assert answered == [200] * 20
