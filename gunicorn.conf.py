@@ -30,3 +30,16 @@ def child_exit(server, worker):
 
 def on_exit(server):
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def control_socket_path() -> str:
+    """gunicorn's control socket (for `gunicornc`) is one path per user unless told: a second
+    instance on the host would take it over and delete it on exit. One per instance, then,
+    named after its master's pid, where gunicorn would put its own (`--control-socket PATH`
+    chooses another; `--no-control-socket`, none)."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
+    directory = runtime_dir if os.path.isdir(runtime_dir) else os.path.expanduser("~/.gunicorn")
+    return os.path.join(directory, f"messenger-{os.getpid()}.ctl")
+
+
+control_socket = control_socket_path()  # this file is read by the master
