@@ -49,3 +49,16 @@ def write_json_error(sock, status_int, reason, mesg):
 
 
 util.write_error = write_json_error  # what gunicorn's workers call to answer those
+
+
+def control_socket_path() -> str:
+    """gunicorn's control socket (for `gunicornc`) is one path per user unless told: a second
+    instance on the host would take it over and delete it on exit. One per instance, then,
+    named after its master's pid, where gunicorn would put its own (`--control-socket PATH`
+    chooses another; `--no-control-socket`, none)."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
+    directory = runtime_dir if os.path.isdir(runtime_dir) else os.path.expanduser("~/.gunicorn")
+    return os.path.join(directory, f"messenger-{os.getpid()}.ctl")
+
+
+control_socket = control_socket_path()  # this file is read by the master

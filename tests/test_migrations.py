@@ -1,10 +1,15 @@
 """The schema comes from Alembic alone: upgrade, downgrade, agreement with the models, and
 column names and types a DBA and an analyst can work with."""
+import argparse
 import hashlib
 import io
 import os
 import re
 import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -13,6 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.compiler import RESERVED_WORDS as ANSI_RESERVED_WORDS
 
 from conftest import alembic_config, fresh_database
@@ -152,6 +158,8 @@ def test_the_offline_sql_script_builds_the_schema_with_psql(tmp_path_factory):
     config = alembic_config(url)
     config.output_buffer = script
     command.upgrade(config, "head", sql=True)
+    assert script.getvalue().count("BEGIN;") == script.getvalue().count(
+        "BEGIN;\n\nSET LOCAL lock_timeout = '3s';\n\nSET LOCAL statement_timeout = '1min';")
 
     libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", libpq_url], input=script.getvalue(),
@@ -310,3 +318,157 @@ def test_the_documented_online_way_to_0009_gives_0009s_schema(tmp_path_factory):
     assert view_comment.startswith("One row per message")
     engine.dispose()
     command.upgrade(config, "head")
+
+
+# --- Timeouts and the migration linter ----------------------------------------------------
+
+def offline_sql_per_revision(directory: Path) -> list[str]:
+    """Each revision's `alembic upgrade <previous>:<revision> --sql`, in a file named after the
+    revision's; their names, in order."""
+    config = alembic_config("postgresql+psycopg://")  # offline: the dialect, no server
+    names = []
+    for script in reversed(list(ScriptDirectory.from_config(config).walk_revisions())):
+        config.output_buffer = io.StringIO()
+        start = f"{script.down_revision}:" if script.down_revision else ""
+        command.upgrade(config, start + script.revision, sql=True)
+        names.append(Path(script.path).stem + ".sql")
+        (directory / names[-1]).write_text(config.output_buffer.getvalue())
+    return names
+
+
+def test_squawk_finds_nothing_to_fix_in_the_offline_sql(tmp_path):
+    """squawk, the migration linter, over every revision's SQL but those that .squawk.toml
+    leaves out, whose findings were each reviewed there."""
+    names = offline_sql_per_revision(tmp_path)
+    config = PROJECT_ROOT / ".squawk.toml"
+    lint = subprocess.run([Path(sys.executable).parent / "squawk", "--config", config, *names],
+                          cwd=tmp_path, capture_output=True, text=True)
+
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    unreviewed = [name for name in names if name not in config.read_text()]
+    checked = re.search(r"Found 0 issues in (\d+) files?", lint.stdout)
+    assert unreviewed and checked and int(checked.group(1)) == len(unreviewed), lint.stdout
+
+
+def revision_state(url: str) -> tuple[str, bool]:
+    """The database's revision, and whether messages has row_version (0004's column)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            revision = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        columns = {column["name"] for column in inspect(engine).get_columns("messages")}
+        return revision, "row_version" in columns
+    finally:
+        engine.dispose()
+
+
+def wait_until_blocked_by(url: str, pid: int) -> None:
+    """Until a session waits for a lock that the session `pid` holds."""
+    engine = create_engine(url)
+    deadline = time.monotonic() + 10
+    with engine.connect() as connection:
+        while not connection.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+                {"pid": pid}):
+            assert time.monotonic() < deadline, "the migration never waited for the report"
+            time.sleep(0.05)
+    engine.dispose()
+
+
+def test_a_migration_gives_up_rather_than_queue_behind_a_long_report(tmp_path_factory,
+                                                                      monkeypatch):
+    """0004's ALTER TABLE needs messages to itself. Behind a report's open transaction it
+    waits lock_timeout (1 s here), not for the report, and so do the requests queued behind
+    it; then it stops, changing nothing, and runs once the report is done."""
+    url = fresh_database("postgresql", tmp_path_factory, "locks")
+    config = alembic_config(url)
+    command.upgrade(config, "0003")
+    monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", "1s")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    failures = []
+
+    def migrate() -> None:
+        try:
+            command.upgrade(config, "0004")
+        except OperationalError as error:
+            failures.append(error)
+
+    with engine.connect() as report, engine.connect() as request:
+        request.exec_driver_sql("SET statement_timeout = '10s'")  # as the service's requests
+        report.exec_driver_sql("BEGIN")
+        report.exec_driver_sql("SELECT count(*) FROM messages")  # its lock lasts until COMMIT
+        migration = threading.Thread(target=migrate)
+        migration.start()
+        wait_until_blocked_by(url, report.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        started = time.monotonic()
+        request.exec_driver_sql("SELECT count(*) FROM messages")  # queued behind the ALTER
+        request_waited = time.monotonic() - started
+        migration.join()
+        assert revision_state(url) == ("0003", False)
+        report.exec_driver_sql("COMMIT")
+    engine.dispose()
+
+    assert len(failures) == 1 and "lock timeout" in str(failures[0])
+    assert request_waited < 3
+    command.upgrade(config, "0004")
+    assert revision_state(url) == ("0004", True)
+
+
+A_MIGRATION_THAT_RECORDS_ITS_TIMEOUTS = """
+from alembic import op
+
+revision = "timeouts"
+down_revision = "{head}"
+SEEN = ("SELECT '{{}}', current_setting('lock_timeout'), current_setting('statement_timeout')")
+
+
+def upgrade():
+    op.execute("CREATE TABLE seen (place text, lock_timeout text, statement_timeout text)")
+    op.execute("INSERT INTO seen " + SEEN.format("transaction"))
+    with op.get_context().autocommit_block():
+        op.execute("INSERT INTO seen " + SEEN.format("autocommit block"))
+    op.execute("INSERT INTO seen " + SEEN.format("next transaction"))
+
+
+def downgrade():
+    op.execute("DROP TABLE seen")
+"""
+
+
+def timeouts_seen(config, url: str) -> dict[str, tuple[str, str]]:
+    """Run A_MIGRATION_THAT_RECORDS_ITS_TIMEOUTS (and back): its timeouts, by where it was."""
+    command.upgrade(config, "timeouts")
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        seen = {place: (lock, statement) for place, lock, statement
+                in connection.execute(text("SELECT * FROM seen"))}
+    engine.dispose()
+    command.downgrade(config, "-1")
+    return seen
+
+
+def test_migrations_run_with_timeouts_in_transactions_and_none_outside(
+        tmp_path_factory, tmp_path, monkeypatch):
+    """Defaults, the environment, then `-x`; outside a transaction (CONCURRENTLY index
+    builds, VACUUM) none, even where the database sets one."""
+    url = fresh_database("postgresql", tmp_path_factory, "timeouts")
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    (tmp_path / "timeouts.py").write_text(A_MIGRATION_THAT_RECORDS_ITS_TIMEOUTS.format(head=head))
+    versions = [str(PROJECT_ROOT / "migrations" / "versions"), str(tmp_path)]
+    config.set_main_option("version_locations", os.pathsep.join(versions))
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        database = make_url(url).database
+        connection.exec_driver_sql(f'ALTER DATABASE "{database}" SET statement_timeout = 5000')
+    engine.dispose()
+
+    assert timeouts_seen(config, url) == {"transaction": ("3s", "1min"),
+                                          "autocommit block": ("0", "0"),
+                                          "next transaction": ("3s", "1min")}
+    monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", "500ms")
+    monkeypatch.setenv("MIGRATION_STATEMENT_TIMEOUT", "2h")
+    assert timeouts_seen(config, url)["transaction"] == ("500ms", "2h")
+    config.cmd_opts = argparse.Namespace(x=["statement_timeout=0"])
+    assert timeouts_seen(config, url)["transaction"] == ("500ms", "0")

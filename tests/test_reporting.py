@@ -2,11 +2,13 @@
 messages stored through the API whose answers are worked out by hand below."""
 import json
 import re
+import secrets
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import ProgrammingError
 
 from conftest import SMS, make_key, migrated_database
 from messenger_app import create_app
@@ -123,6 +125,70 @@ def test_the_queries_are_right_in_any_session_time_zone(reporting_app):
         for sql, expected in zip(documented_queries(), EXPECTED):
             assert [tuple(row) for row in connection.execute(text(sql))] == expected
         connection.rollback()
+
+
+# --- The analysts' read-only role (PostgreSQL) ---------------------------------------------
+
+def documented_role_statements(reader: str, analyst: str, database: str) -> str:
+    """docs/reporting.md's statements that make the read-only role and an analyst in it, with
+    these names."""
+    document = (PROJECT_ROOT / "docs" / "reporting.md").read_text()
+    section = document[document.index("## A read-only role"):document.index("## Ten ready")]
+    statements = "".join(re.findall(r"```sql\n(.*?)```", section, flags=re.S))
+    statements = re.sub(r"\bmessenger_reader\b", reader, statements)
+    statements = re.sub(r"\balice\b", analyst, statements)
+    return statements.replace("DATABASE messenger ", f'DATABASE "{database}" ')
+
+
+@pytest.fixture(scope="module")
+def analyst(reporting_app):
+    """An engine that connects as an analyst, made as docs/reporting.md says; its roles (of
+    names no one else uses) are dropped afterwards."""
+    url = make_url(reporting_app.config["DATABASE_URL"])
+    suffix = secrets.token_hex(4)
+    roles = (f"test_analyst_{suffix}", f"test_reader_{suffix}")
+    administrator = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with administrator.connect() as connection:
+            connection.exec_driver_sql(documented_role_statements(roles[1], roles[0],
+                                                                  url.database))
+        engine = create_engine(url.set(username=roles[0], password="change me"))
+        yield engine
+        engine.dispose()
+    finally:
+        with administrator.connect() as connection:
+            for role in roles:
+                if connection.scalar(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"),
+                                     {"r": role}):
+                    connection.exec_driver_sql(f'DROP OWNED BY "{role}"')
+                    connection.exec_driver_sql(f'DROP ROLE "{role}"')
+        administrator.dispose()
+
+
+def test_an_analyst_runs_the_documented_queries_and_reads_every_view(analyst, reporting_app):
+    with analyst.connect() as connection:
+        for sql, expected in zip(documented_queries(), EXPECTED):
+            assert [tuple(row) for row in connection.execute(text(sql))] == expected
+        for relation in ("message_report", "message_daily_counts", "unread_per_assignee",
+                         "messages", "message_attachments", "message_key_values"):
+            count = f"SELECT count(*) FROM {relation}"
+            assert connection.scalar(text(count)) == rows(reporting_app, count)[0][0] > 0
+        assert connection.scalar(text("SHOW statement_timeout")) == "5min"
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT key_digest FROM api_keys",
+    "SELECT response_body FROM idempotency_keys",
+    "INSERT INTO messages (id, event_time) VALUES ('0123456789abcdef01234567', now())",
+    "UPDATE messages SET is_deleted = true",
+    "DELETE FROM message_attachments",
+    "TRUNCATE message_key_values",
+    "CREATE TABLE notes (note text)",
+])
+def test_an_analyst_can_not_write_nor_read_keys_and_stored_responses(analyst, statement):
+    with analyst.connect() as connection:
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            connection.exec_driver_sql(statement)
 
 
 # --- The views on both databases ----------------------------------------------------------
