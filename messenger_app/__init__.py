@@ -6,22 +6,24 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, health, idempotency, logs, messages, metrics, transfer
-from .config import Config
+from .config import Config, derived_limits
 from .extensions import db
-from .openapi import api
+from .openapi import Api
 
 
 def create_app(config: Mapping | None = None) -> Flask:
     app = Flask(__name__)
+    config = dict(config or {})
     app.config.from_object(Config)
-    app.config.update(config or {})
+    app.config.update(derived_limits({**app.config, **config}))
+    app.config.update(config)
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
 
     logs.init_app(app)
     db.init_app(app)
     app.extensions["api_key_cache"] = auth.KeyCache()
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
-    api.init_app(app)
+    api = Api(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
     api.register_blueprint(messages.blp)
     api.spec.components.schema("MessageForm", messages.form_schema(api.ma_plugin.converter))

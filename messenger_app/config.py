@@ -25,11 +25,6 @@ class Config:
     MAX_INDEXED_TEXT_LENGTH = int(os.environ.get("MAX_INDEXED_TEXT_LENGTH", "300"))
     MAX_TEXT_LENGTH = int(os.environ.get("MAX_TEXT_LENGTH", "100000"))
     MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
-    # Forms are parsed by werkzeug, whose own limits would refuse (413) a form that is
-    # within the limits above: its text may be as large as any body, and a form of
-    # MAX_LIST_LENGTH read-map entries has three parts an entry.
-    MAX_FORM_MEMORY_SIZE = MAX_CONTENT_LENGTH
-    MAX_FORM_PARTS = 4 * MAX_LIST_LENGTH + 100
 
     # Idempotency-Key: how long a stored response is replayed (then the key may be used
     # afresh and its row is deleted), and after how long a claim still in flight is taken
@@ -77,3 +72,12 @@ class Config:
     OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
     # No validator badge (fetched from swagger.io); links to operations: /docs#/sms/create_message
     OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "deepLinking": True}
+
+
+def derived_limits(config) -> dict:
+    """Settings that follow from others of the app's `config`. Forms are parsed by werkzeug,
+    whose own limits would refuse (413) a form that is within the limits above: its text may
+    be as large as any body, and a form of MAX_LIST_LENGTH read-map entries has three parts
+    an entry."""
+    return {"MAX_FORM_MEMORY_SIZE": config["MAX_CONTENT_LENGTH"],
+            "MAX_FORM_PARTS": 4 * config["MAX_LIST_LENGTH"] + 100}

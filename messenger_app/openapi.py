@@ -10,6 +10,8 @@ from marshmallow import Schema, fields
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .schemas import ConfiguredLength
+
 
 class ErrorSchema(Schema):
     """Every error body: flask-smorest's form, with `message` always present."""
@@ -81,16 +83,38 @@ def nullable_object_as_all_of(_converter, _field, ret: dict, **_kwargs) -> dict:
     return {}
 
 
+def configured_limits(config):
+    """An apispec attribute function: each ConfiguredLength as `maxLength` (`maxItems` for a
+    list) with its value in `config`, the app's."""
+
+    def configured_limit(_converter, field, **_kwargs) -> dict:
+        limits = [config[v.setting] for v in field.validators if isinstance(v, ConfiguredLength)]
+        if not limits:
+            return {}
+        return {"maxItems" if isinstance(field, fields.List) else "maxLength": min(limits)}
+
+    return configured_limit
+
+
 class Api(flask_smorest.Api):
     """flask-smorest's Api; every error body also says in `message` what went wrong, and a
     405 keeps its `Allow` header. The OpenAPI document describes each error the operations
-    give; Swagger UI at /docs is served from a package, with no CDN."""
+    give, and the limits of the app's configuration; Swagger UI at /docs is served from a
+    package, with no CDN. One per app: its document is that app's."""
 
     ERROR_SCHEMA = ErrorSchema
 
+    def init_app(self, app, **kwargs):
+        # apispec merges each document it renders into these options: with one dict for
+        # every app (Config's), the first document served would show through all others.
+        app.config["API_SPEC_OPTIONS"] = deepcopy(app.config.get("API_SPEC_OPTIONS", {}))
+        super().init_app(app, **kwargs)
+
     def _init_spec(self, **kwargs):
         super()._init_spec(**kwargs)
-        self.ma_plugin.converter.add_attribute_function(nullable_object_as_all_of)
+        converter = self.ma_plugin.converter
+        converter.add_attribute_function(nullable_object_as_all_of)
+        converter.add_attribute_function(configured_limits(self.config))
 
     def _register_responses(self):
         super()._register_responses()
@@ -121,4 +145,6 @@ def swagger_ui_asset(filename: str):
     return send_from_directory(swagger_ui_path, filename)
 
 
+# Each app has an Api of its own (create_app); this one, bound to none, answers the errors
+# raised outside the views (extensions.database_unavailable) in the same JSON.
 api = Api()

@@ -7,16 +7,28 @@ import re
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 
+from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
-from .config import Config
-
 INT64 = validate.Range(min=-(2**63), max=2**63 - 1)  # MongoDB's integers
+
+
+class ConfiguredLength(validate.Validator):
+    """At most as many characters (or items) as the setting `setting` of the app at work
+    allows: the schemas are shared, the limits are each app's (openapi.Api documents them)."""
+
+    def __init__(self, setting: str):
+        self.setting = setting
+
+    def __call__(self, value):
+        return validate.Length(max=current_app.config[self.setting])(value)
+
+
 # Strings in a B-tree index are kept short enough that an index entry always fits
 # PostgreSQL's limit (see Config.MAX_INDEXED_TEXT_LENGTH); others may be long.
-INDEXED_TEXT = validate.Length(max=Config.MAX_INDEXED_TEXT_LENGTH)
-TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)
-LIST_SIZE = validate.Length(max=Config.MAX_LIST_LENGTH)
+INDEXED_TEXT = ConfiguredLength("MAX_INDEXED_TEXT_LENGTH")
+TEXT = ConfiguredLength("MAX_TEXT_LENGTH")
+LIST_SIZE = ConfiguredLength("MAX_LIST_LENGTH")
 
 # The example values of the original API doc (docs/original-api.txt), which /openapi.json and
 # /docs show in its place: every message in that doc reads like this.
