@@ -1,7 +1,7 @@
 """The messenger service: a REST API for SMS messages."""
 from collections.abc import Mapping
 
-from flask import Flask
+from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -39,7 +39,16 @@ def create_app(config: Mapping | None = None) -> Flask:
                         "X-Request-ID", idempotency.HEADER],
          expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
                          "Retry-After", idempotency.REPLAYED])
+    app.after_request(no_content_type_without_content)
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
+
+
+def no_content_type_without_content(response: Response) -> Response:
+    """A 204 or 304 has no body, so no Content-Type (werkzeug gives every response one;
+    replayed Idempotency-Key answers included)."""
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
+    return response

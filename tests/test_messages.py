@@ -347,6 +347,20 @@ def test_delete_removes_the_message_and_its_rows(app, client, acme):
     assert client.get(url(kept["id"]), headers=acme).get_json() == kept
 
 
+def test_answers_without_a_body_have_no_content_type(client, acme):
+    """204 and 304 (a replayed DELETE too) carry no Content-Type: there is no content."""
+    created = client.post(SMS, json={}, headers=acme)
+    target = url(created.get_json()["id"])
+    not_modified = client.get(target, headers={**acme, "If-None-Match": created.headers["ETag"]})
+    keyed = {**acme, "Idempotency-Key": "delete-once"}
+    deleted, replayed = client.delete(target, headers=keyed), client.delete(target, headers=keyed)
+
+    assert [r.status_code for r in (not_modified, deleted, replayed)] == [304, 204, 204]
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    for response in (not_modified, deleted, replayed):
+        assert "Content-Type" not in response.headers and response.data == b""
+
+
 def test_rows_cascade_when_a_message_is_deleted_in_sql(app, client, acme):
     """The foreign keys cascade in the database itself, for DBAs deleting by hand."""
     create(client, acme, full_message())
