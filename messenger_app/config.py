@@ -60,6 +60,8 @@ class Config:
             "description": "The API key, bare or after `Token`, `Bearer` or `Api-Key`.",
         }}},
         "security": [{"ApiKey": []}],
+        # Relative: the host that serves the document (and /docs' "Try it out").
+        "servers": [{"url": "/", "description": "This service."}],
         "info": {"description": (
             "SMS messages, as the original Django REST framework service served them. Every "
             "request under `/ux/` carries an API key in `Authorization`. Errors are JSON "

@@ -71,15 +71,19 @@ ERROR_RESPONSES = [
 ]
 
 
-def nullable_object_as_all_of(_converter, _field, ret: dict, **_kwargs) -> dict:
-    """A nullable nested object as `{"allOf": [its schema], "nullable": true}`: OpenAPI 3.0's
-    form that client generators read as "that object or null". (apispec writes an `anyOf`
-    with a free-form object, which they turn into a second, shapeless type.)"""
+# A schema that takes null and nothing else: OpenAPI 3.0's `nullable` adds null to the `type`
+# of its own schema only (3.0.3), so `allOf` of an object with `nullable` takes no null.
+NULL = {"type": "object", "nullable": True, "enum": [None]}
+
+
+def nullable_object(_converter, _field, ret: dict, **_kwargs) -> dict:
+    """A nullable nested object as `{"anyOf": [its schema, NULL]}`, which client generators
+    read as "that object or null". (apispec writes any object for NULL, which they turn into
+    a second, shapeless type.)"""
     free_form = {"type": "object", "nullable": True}
     alternatives = ret.get("anyOf", [])
     if len(alternatives) == 2 and free_form in alternatives:
-        del ret["anyOf"]
-        return {"allOf": [a for a in alternatives if a != free_form], "nullable": True}
+        return {"anyOf": [a for a in alternatives if a != free_form] + [NULL]}
     return {}
 
 
@@ -113,7 +117,7 @@ class Api(flask_smorest.Api):
     def _init_spec(self, **kwargs):
         super()._init_spec(**kwargs)
         converter = self.ma_plugin.converter
-        converter.add_attribute_function(nullable_object_as_all_of)
+        converter.add_attribute_function(nullable_object)
         converter.add_attribute_function(configured_limits(self.config))
 
     def _register_responses(self):
