@@ -20,7 +20,8 @@ from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .models import new_object_id, utcnow
 from .pagination import page_response
 from .schemas import (
-    MessageListArgsSchema, MessageSchema, new_message_defaults, render_message,
+    MessageInputSchema, MessageListArgsSchema, MessageSchema, new_message_defaults,
+    render_message,
 )
 
 blp = Blueprint(
@@ -30,7 +31,7 @@ blp.before_request(authenticate)
 
 
 blp.ARGUMENTS_PARSER = BodyParser()
-MESSAGE_SCHEMA = MessageSchema()  # an instance: webargs would build a class anew per request
+MESSAGE_SCHEMA = MessageInputSchema()  # an instance: webargs would build a class anew per request
 
 
 class ObjectIdConverter(BaseConverter):

@@ -13,15 +13,37 @@ from werkzeug.http import HTTP_STATUS_CODES
 from .schemas import ConfiguredLength
 
 
+FIELD_ERRORS_REF = {"$ref": "#/components/schemas/FieldErrors"}
+# Field errors by field, parameter or header: a list of messages, or for a nested object or
+# a list, the same again by key or index (`{"sms_data": {"keys": ["..."]}}`).
+FIELD_ERRORS = {
+    "type": "object",
+    "additionalProperties": {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                       FIELD_ERRORS_REF]},
+}
+
+
+def field_errors(description: str) -> fields.Field:
+    return fields.Raw(metadata={"description": description, "allOf": [FIELD_ERRORS_REF]})
+
+
+class ErrorDetailsSchema(Schema):
+    """Field errors, by where they are."""
+
+    json = field_errors("The body's fields (in a form's body too).")
+    query = field_errors("The query string's parameters.")
+    headers = field_errors("Headers (`Idempotency-Key`).")
+
+
 class ErrorSchema(Schema):
     """Every error body: flask-smorest's form, with `message` always present."""
 
     code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
     status = fields.String(required=True, metadata={"description": "Its name."})
     message = fields.String(required=True, metadata={"description": "What went wrong."})
-    errors = fields.Dict(metadata={"description": (
-        "Field errors, by where they are (`json`: the body, `query`: the query string, "
-        "`headers`), then by field, parameter or header, each a list of messages.")})
+    errors = fields.Nested(ErrorDetailsSchema, metadata={"description": (
+        "Field errors (422), by where they are, then by field, parameter or header, each a "
+        "list of messages (a nested object or list: the same, by key or index).")})
 
 
 def error_response(code: int, description: str, message: str, headers: dict | None = None,
@@ -119,6 +141,7 @@ class Api(flask_smorest.Api):
         converter = self.ma_plugin.converter
         converter.add_attribute_function(nullable_object)
         converter.add_attribute_function(configured_limits(self.config))
+        self.spec.components.schema("FieldErrors", FIELD_ERRORS)
 
     def _register_responses(self):
         super()._register_responses()

@@ -215,7 +215,18 @@ def response_validator(spec: dict, operation_id: str, code: str) -> OAS30ReadVal
     response = resolve(spec, operations(spec)[operation_id][2]["responses"][code])
     schema = response["content"]["application/json"]["schema"]
     return OAS30ReadValidator({**schema, "components": spec["components"]},
-                              format_checker=oas30_format_checker)
+                          format_checker=oas30_format_checker)
+
+
+def test_a_response_always_has_every_key(spec):
+    schemas = spec["components"]["schemas"]
+
+    for name in ("Message", "KeyValue"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    assert len(schemas["Message"]["required"]) == 27
+    assert schemas["Health"]["required"] == ["status"]  # `schema`: on /readyz only
+    for name in ("MessageInput", "KeyValueInput", "MessageForm"):
+        assert "required" not in schemas[name], name
 
 
 def test_every_message_response_is_what_the_document_says(spec, client, acme):
@@ -234,7 +245,30 @@ def test_every_message_response_is_what_the_document_says(spec, client, acme):
         ("update_message", "200"): client.put(item, json={"api_data": {}},
                                               headers=acme).get_json(),
     }
+    message = validator(spec, "Message")
 
     assert nulls.get_json()["sms_data"] is None and filled["sms_data"]["keys"] is None
     for (operation_id, code), body in answers.items():
         response_validator(spec, operation_id, code).validate(body)
+    assert not message.is_valid({k: v for k, v in filled.items() if k != "id"})
+    assert not message.is_valid({**filled, "sms_data": {"keys": "to"}})  # a key missing
+
+
+def test_field_errors_are_typed_as_the_service_gives_them(spec, client, acme):
+    body = {"attachment_ids": ["a", ["b"]], "message_read_map": [{"keys": []}],
+            "sms_data": {"keys": []}, "colour": "red"}
+    errors = [
+        client.post(SMS, json=body, headers=acme),
+        client.get(SMS, query_string={"msg_type": "one"}, headers=acme),
+        client.delete(f"{SMS}{'0' * 24}/", headers={**acme, "Idempotency-Key": "not valid"}),
+    ]
+    error = validator(spec, "Error")
+    bodies = [response.get_json() for response in errors]
+
+    assert bodies[0]["errors"]["json"]["message_read_map"] == {
+        "0": {"keys": ["Not a valid string."]}}
+    assert [set(body["errors"]) for body in bodies] == [{"json"}, {"query"}, {"headers"}]
+    for body in bodies:
+        error.validate(body)
+    assert not error.is_valid({**bodies[1], "errors": {"query": {"msg_type": "one"}}})
+    assert not error.is_valid({**bodies[1], "errors": {"cookies": {}}})

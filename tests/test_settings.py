@@ -39,13 +39,13 @@ def test_each_app_enforces_its_own_limits(client, small, acme, body):
 
 def documented_limits(client) -> dict:
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
-    body, form = schemas["Message"]["properties"], schemas["MessageForm"]["properties"]
+    body, form = schemas["MessageInput"]["properties"], schemas["MessageForm"]["properties"]
     return {
         "text": body["type"]["maxLength"], "indexed": body["ref_id"]["maxLength"],
         "list": body["attachment_ids"]["maxItems"],
         "item": body["attachment_ids"]["items"]["maxLength"],
         "read map": body["message_read_map"]["maxItems"],
-        "key": schemas["KeyValue"]["properties"]["keys"]["maxLength"],
+        "key": schemas["KeyValueInput"]["properties"]["keys"]["maxLength"],
         "form": form["sms_data.keys"]["maxLength"],
     }
 
