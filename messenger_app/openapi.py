@@ -109,6 +109,12 @@ def nullable_object(_converter, _field, ret: dict, **_kwargs) -> dict:
     return {}
 
 
+def empty_value_allowed(_converter, field, **_kwargs) -> dict:
+    """`allowEmptyValue` for the query parameters of a schema that takes `?name=` for no
+    parameter at all (EMPTY_IS_ABSENT)."""
+    return {"allowEmptyValue": True} if getattr(field.parent, "EMPTY_IS_ABSENT", False) else {}
+
+
 def configured_limits(config):
     """An apispec attribute function: each ConfiguredLength as `maxLength` (`maxItems` for a
     list) with its value in `config`, the app's."""
@@ -141,6 +147,7 @@ class Api(flask_smorest.Api):
         converter = self.ma_plugin.converter
         converter.add_attribute_function(nullable_object)
         converter.add_attribute_function(configured_limits(self.config))
+        converter.add_parameter_attribute_function(empty_value_allowed)
         self.spec.components.schema("FieldErrors", FIELD_ERRORS)
 
     def _register_responses(self):

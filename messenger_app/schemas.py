@@ -334,6 +334,8 @@ class MessageListArgsSchema(Schema.from_dict(
     class Meta:
         unknown = EXCLUDE
 
+    EMPTY_IS_ABSENT = True  # drop_empty_values; the document says so (allowEmptyValue)
+
     ordering = Ordering(metadata={"description": (
         "Comma-separated fields, `-` for descending (ties: by id). Default `id`: the order "
         "in which the messages were created, oldest first, as the original service listed "

@@ -272,3 +272,29 @@ def test_field_errors_are_typed_as_the_service_gives_them(spec, client, acme):
         error.validate(body)
     assert not error.is_valid({**bodies[1], "errors": {"query": {"msg_type": "one"}}})
     assert not error.is_valid({**bodies[1], "errors": {"cookies": {}}})
+
+
+def test_bodies_are_optional_as_the_service_takes_none(spec, client, acme):
+    created = client.post(SMS, headers=acme)
+    patched = client.patch(f"{SMS}{created.get_json()['id']}/", headers=acme)
+    found = operations(spec)
+
+    assert (created.status_code, patched.status_code) == (201, 200)
+    for operation_id in ("create_message", "update_message", "partial_update_message"):
+        assert found[operation_id][2]["requestBody"]["required"] is False, operation_id
+
+
+def test_list_parameters_may_be_empty_as_the_service_takes_empty_for_absent(spec, client,
+                                                                            acme):
+    create(client, acme)
+    parameters = operations(spec)["list_messages"][2]["parameters"]
+    empty = {p["name"]: "" for p in parameters}
+
+    listed = client.get(SMS, query_string=empty, headers=acme)
+
+    assert listed.status_code == 200 and len(listed.get_json()) == 1
+    assert all(p["allowEmptyValue"] is True for p in parameters)
+    by_name = {p["name"]: p for p in parameters}
+    assert by_name["last_update_time__lte"]["schema"]["format"] == "date-time"
+    assert client.get(SMS, query_string={"last_update_time__lte": "x"},
+                      headers=acme).status_code == 422
