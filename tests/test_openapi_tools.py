@@ -61,9 +61,11 @@ def run(*command: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def document(tmp_path_factory):
-    """The document's file (it does not depend on the database)."""
-    app = create_app({"DATABASE_URL": "sqlite://", "LOG_REQUESTS": False})
-    path = tmp_path_factory.mktemp("openapi") / "openapi.json"
+    """The document's file (it does not depend on the database, never opened here)."""
+    directory = tmp_path_factory.mktemp("openapi")
+    app = create_app({"DATABASE_URL": f"sqlite:///{directory / 'unused.db'}",
+                      "LOG_REQUESTS": False})
+    path = directory / "openapi.json"
     path.write_bytes(app.test_client().get("/openapi.json").data)
     return path
 
