@@ -1,20 +1,22 @@
 """The messenger service: a REST API for SMS messages."""
 from collections.abc import Mapping
 
-from flask import Flask
+from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, health, idempotency, logs, messages, metrics, transfer
-from .config import Config
+from .config import Config, derived_limits
 from .extensions import db
-from .openapi import api
+from .openapi import Api
 
 
 def create_app(config: Mapping | None = None) -> Flask:
     app = Flask(__name__)
+    config = dict(config or {})
     app.config.from_object(Config)
-    app.config.update(config or {})
+    app.config.update(derived_limits({**app.config, **config}))
+    app.config.update(config)
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
     # A path without its trailing slash (or with a doubled one) is served or a JSON 404:
     # werkzeug's redirects to the right one have HTML bodies, and a Location from Host.
@@ -24,7 +26,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     db.init_app(app)
     app.extensions["api_key_cache"] = auth.KeyCache(app.config["API_KEY_CACHE_SECONDS"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
-    api.init_app(app)
+    api = Api(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
     api.register_blueprint(messages.blp)
     api.spec.components.schema("MessageForm", messages.form_schema(api.ma_plugin.converter))
@@ -40,7 +42,16 @@ def create_app(config: Mapping | None = None) -> Flask:
                         "X-Request-ID", idempotency.HEADER],
          expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
                          "Retry-After", idempotency.REPLAYED])
+    app.after_request(no_content_type_without_content)
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
+
+
+def no_content_type_without_content(response: Response) -> Response:
+    """A 204 or 304 has no body, so no Content-Type (werkzeug gives every response one;
+    replayed Idempotency-Key answers included)."""
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
+    return response

@@ -25,11 +25,6 @@ class Config:
     MAX_INDEXED_TEXT_LENGTH = int(os.environ.get("MAX_INDEXED_TEXT_LENGTH", "300"))
     MAX_TEXT_LENGTH = int(os.environ.get("MAX_TEXT_LENGTH", "100000"))
     MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
-    # Forms are parsed by werkzeug, whose own limits would refuse (413) a form that is
-    # within the limits above: its text may be as large as any body, and a form of
-    # MAX_LIST_LENGTH read-map entries has three parts an entry.
-    MAX_FORM_MEMORY_SIZE = MAX_CONTENT_LENGTH
-    MAX_FORM_PARTS = 4 * MAX_LIST_LENGTH + 100
 
     # A process trusts an API key it looked up for this long at most (PostgreSQL; a
     # revocation reaches every process at once by NOTIFY, and within this if that is lost).
@@ -72,6 +67,8 @@ class Config:
             "description": "The API key, bare or after `Token`, `Bearer` or `Api-Key`.",
         }}},
         "security": [{"ApiKey": []}],
+        # Relative: the host that serves the document (and /docs' "Try it out").
+        "servers": [{"url": "/", "description": "This service."}],
         "info": {"description": (
             "SMS messages, as the original Django REST framework service served them. Every "
             "request under `/ux/` carries an API key in `Authorization`. Errors are JSON "
@@ -84,3 +81,12 @@ class Config:
     OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
     # No validator badge (fetched from swagger.io); links to operations: /docs#/sms/create_message
     OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "deepLinking": True}
+
+
+def derived_limits(config) -> dict:
+    """Settings that follow from others of the app's `config`. Forms are parsed by werkzeug,
+    whose own limits would refuse (413) a form that is within the limits above: its text may
+    be as large as any body, and a form of MAX_LIST_LENGTH read-map entries has three parts
+    an entry."""
+    return {"MAX_FORM_MEMORY_SIZE": config["MAX_CONTENT_LENGTH"],
+            "MAX_FORM_PARTS": 4 * config["MAX_LIST_LENGTH"] + 100}

@@ -18,8 +18,9 @@ SCHEMA_HEAD = ScriptDirectory.from_config(
 
 
 class HealthSchema(Schema):
-    status = fields.String(metadata={"example": "ok"})
-    schema = fields.String(metadata={"description": "The Alembic revision of the database."})
+    status = fields.String(required=True, metadata={"example": "ok"})
+    schema = fields.String(metadata={"description": (
+        "The Alembic revision of the database (`/readyz` only).")})
 
 
 @blp.route("/healthz")

@@ -21,7 +21,8 @@ from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .models import new_object_id, utcnow
 from .pagination import page_response, public_url
 from .schemas import (
-    MessageListArgsSchema, MessageSchema, new_message_defaults, render_message,
+    MessageInputSchema, MessageListArgsSchema, MessageSchema, new_message_defaults,
+    render_message,
 )
 
 blp = Blueprint(
@@ -31,7 +32,7 @@ blp.before_request(authenticate)
 
 
 blp.ARGUMENTS_PARSER = BodyParser()
-MESSAGE_SCHEMA = MessageSchema()  # an instance: webargs would build a class anew per request
+MESSAGE_SCHEMA = MessageInputSchema()  # an instance: webargs would build a class anew per request
 
 
 class ObjectIdConverter(BaseConverter):
@@ -58,7 +59,8 @@ BODY_DESCRIPTION = (
     "JSON, or a form (`application/x-www-form-urlencoded`, `multipart/form-data`), read as "
     "the original Django REST framework service read them: strings trimmed, a number taken "
     "as a string's text, `\"5\"` or `\"5.0\"` as an integer, `\"true\"`, `\"yes\"`, `\"on\"`, "
-    "`\"1\"` (and their false twins) as booleans. No field is required. In a form, a list is "
+    "`\"1\"` (and their false twins) as booleans. No field is required, and no body at all "
+    "stands for `{}`. In a form, a list is "
     "repeated keys (`attachment_ids=a&attachment_ids=b`) or indexed ones "
     "(`attachment_ids[0]=a`), a key/value object dotted keys (`email_data.keys=k`), a "
     "read-map entry `message_read_map[0]keys=k`; an empty value is null (or, for a boolean, "
@@ -90,7 +92,7 @@ def message_body(view):
     """A write's body, JSON or a form (one schema validates both), documented both ways."""
     form = {"schema": {"$ref": "#/components/schemas/MessageForm"}}
     view = blp.doc(requestBody={"content": dict.fromkeys(FORM_TYPES, form)})(view)
-    return blp.arguments(MESSAGE_SCHEMA, description=BODY_DESCRIPTION)(view)
+    return blp.arguments(MESSAGE_SCHEMA, description=BODY_DESCRIPTION, required=False)(view)
 
 
 def errors(*codes: int):
@@ -168,7 +170,10 @@ class Messages(MethodView):
     @errors(401, 422, 503)
     @blp.doc(operationId="list_messages")
     def get(self, args):
-        """List messages, filtered and ordered (oldest first unless asked)."""
+        """List messages, filtered and ordered (oldest first unless asked).
+
+        A parameter with an empty value (`?ref_id=`) is taken as absent: it filters
+        nothing."""
         return page_response(args, key_scope())
 
     @message_body

@@ -10,6 +10,30 @@ from marshmallow import Schema, fields
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .schemas import ConfiguredLength
+
+
+FIELD_ERRORS_REF = {"$ref": "#/components/schemas/FieldErrors"}
+# Field errors by field, parameter or header: a list of messages, or for a nested object or
+# a list, the same again by key or index (`{"sms_data": {"keys": ["..."]}}`).
+FIELD_ERRORS = {
+    "type": "object",
+    "additionalProperties": {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                       FIELD_ERRORS_REF]},
+}
+
+
+def field_errors(description: str) -> fields.Field:
+    return fields.Raw(metadata={"description": description, "allOf": [FIELD_ERRORS_REF]})
+
+
+class ErrorDetailsSchema(Schema):
+    """Field errors, by where they are."""
+
+    json = field_errors("The body's fields (in a form's body too).")
+    query = field_errors("The query string's parameters.")
+    headers = field_errors("Headers (`Idempotency-Key`).")
+
 
 class ErrorSchema(Schema):
     """Every error body: flask-smorest's form, with `message` always present."""
@@ -17,9 +41,9 @@ class ErrorSchema(Schema):
     code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
     status = fields.String(required=True, metadata={"description": "Its name."})
     message = fields.String(required=True, metadata={"description": "What went wrong."})
-    errors = fields.Dict(metadata={"description": (
-        "Field errors, by where they are (`json`: the body, `query`: the query string, "
-        "`headers`), then by field, parameter or header, each a list of messages.")})
+    errors = fields.Nested(ErrorDetailsSchema, metadata={"description": (
+        "Field errors (422), by where they are, then by field, parameter or header, each a "
+        "list of messages (a nested object or list: the same, by key or index).")})
 
 
 def error_response(code: int, description: str, message: str, headers: dict | None = None,
@@ -69,28 +93,62 @@ ERROR_RESPONSES = [
 ]
 
 
-def nullable_object_as_all_of(_converter, _field, ret: dict, **_kwargs) -> dict:
-    """A nullable nested object as `{"allOf": [its schema], "nullable": true}`: OpenAPI 3.0's
-    form that client generators read as "that object or null". (apispec writes an `anyOf`
-    with a free-form object, which they turn into a second, shapeless type.)"""
+# A schema that takes null and nothing else: OpenAPI 3.0's `nullable` adds null to the `type`
+# of its own schema only (3.0.3), so `allOf` of an object with `nullable` takes no null.
+NULL = {"type": "object", "nullable": True, "enum": [None]}
+
+
+def nullable_object(_converter, _field, ret: dict, **_kwargs) -> dict:
+    """A nullable nested object as `{"anyOf": [its schema, NULL]}`, which client generators
+    read as "that object or null". (apispec writes any object for NULL, which they turn into
+    a second, shapeless type.)"""
     free_form = {"type": "object", "nullable": True}
     alternatives = ret.get("anyOf", [])
     if len(alternatives) == 2 and free_form in alternatives:
-        del ret["anyOf"]
-        return {"allOf": [a for a in alternatives if a != free_form], "nullable": True}
+        return {"anyOf": [a for a in alternatives if a != free_form] + [NULL]}
     return {}
+
+
+def empty_value_allowed(_converter, field, **_kwargs) -> dict:
+    """`allowEmptyValue` for the query parameters of a schema that takes `?name=` for no
+    parameter at all (EMPTY_IS_ABSENT)."""
+    return {"allowEmptyValue": True} if getattr(field.parent, "EMPTY_IS_ABSENT", False) else {}
+
+
+def configured_limits(config):
+    """An apispec attribute function: each ConfiguredLength as `maxLength` (`maxItems` for a
+    list) with its value in `config`, the app's."""
+
+    def configured_limit(_converter, field, **_kwargs) -> dict:
+        limits = [config[v.setting] for v in field.validators if isinstance(v, ConfiguredLength)]
+        if not limits:
+            return {}
+        return {"maxItems" if isinstance(field, fields.List) else "maxLength": min(limits)}
+
+    return configured_limit
 
 
 class Api(flask_smorest.Api):
     """flask-smorest's Api; every error body also says in `message` what went wrong, and a
     405 keeps its `Allow` header. The OpenAPI document describes each error the operations
-    give; Swagger UI at /docs is served from a package, with no CDN."""
+    give, and the limits of the app's configuration; Swagger UI at /docs is served from a
+    package, with no CDN. One per app: its document is that app's."""
 
     ERROR_SCHEMA = ErrorSchema
 
+    def init_app(self, app, **kwargs):
+        # apispec merges each document it renders into these options: with one dict for
+        # every app (Config's), the first document served would show through all others.
+        app.config["API_SPEC_OPTIONS"] = deepcopy(app.config.get("API_SPEC_OPTIONS", {}))
+        super().init_app(app, **kwargs)
+
     def _init_spec(self, **kwargs):
         super()._init_spec(**kwargs)
-        self.ma_plugin.converter.add_attribute_function(nullable_object_as_all_of)
+        converter = self.ma_plugin.converter
+        converter.add_attribute_function(nullable_object)
+        converter.add_attribute_function(configured_limits(self.config))
+        converter.add_parameter_attribute_function(empty_value_allowed)
+        self.spec.components.schema("FieldErrors", FIELD_ERRORS)
 
     def _register_responses(self):
         super()._register_responses()
@@ -121,4 +179,6 @@ def swagger_ui_asset(filename: str):
     return send_from_directory(swagger_ui_path, filename)
 
 
+# Each app has an Api of its own (create_app); this one, bound to none, answers the errors
+# raised outside the views (extensions.database_unavailable) in the same JSON.
 api = Api()

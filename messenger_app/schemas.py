@@ -3,20 +3,33 @@
 Values are read as the original service's Django REST framework fields read them
 (rest_framework/fields.py, 3.15): strings trimmed and numbers taken as their text, integers
 from `5`, `"5"` or `"5.0"`, booleans from DRF's spellings, in JSON bodies and forms alike."""
+import copy
 import re
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 
-from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
-
-from .config import Config
+from flask import current_app
+from marshmallow import EXCLUDE, Schema, fields, post_load, pre_load, validate
 
 INT64 = validate.Range(min=-(2**63), max=2**63 - 1)  # MongoDB's integers
+
+
+class ConfiguredLength(validate.Validator):
+    """At most as many characters (or items) as the setting `setting` of the app at work
+    allows: the schemas are shared, the limits are each app's (openapi.Api documents them)."""
+
+    def __init__(self, setting: str):
+        self.setting = setting
+
+    def __call__(self, value):
+        return validate.Length(max=current_app.config[self.setting])(value)
+
+
 # Strings in a B-tree index are kept short enough that an index entry always fits
 # PostgreSQL's limit (see Config.MAX_INDEXED_TEXT_LENGTH); others may be long.
-INDEXED_TEXT = validate.Length(max=Config.MAX_INDEXED_TEXT_LENGTH)
-TEXT = validate.Length(max=Config.MAX_TEXT_LENGTH)
-LIST_SIZE = validate.Length(max=Config.MAX_LIST_LENGTH)
+INDEXED_TEXT = ConfiguredLength("MAX_INDEXED_TEXT_LENGTH")
+TEXT = ConfiguredLength("MAX_TEXT_LENGTH")
+LIST_SIZE = ConfiguredLength("MAX_LIST_LENGTH")
 
 # The example values of the original API doc (docs/original-api.txt), which /openapi.json and
 # /docs show in its place: every message in that doc reads like this.
@@ -147,21 +160,29 @@ def flag():
     return Boolean(metadata=EXAMPLE_BOOLEAN)
 
 
-class KeyValueSchema(Schema):
-    """`{"keys", "values", "queryparam"}`; a key left out is null (or false)."""
+class KeyValueInputSchema(Schema):
+    """`{"keys", "values", "queryparam"}` in a body; a key left out is null (`queryparam`:
+    false)."""
 
-    keys = Text(allow_none=True, load_default=None, validate=TEXT, metadata=EXAMPLE_TEXT)
-    values = Text(allow_none=True, load_default=None, validate=TEXT, metadata=EXAMPLE_TEXT)
-    queryparam = Boolean(load_default=False, metadata=EXAMPLE_BOOLEAN)
+    keys = Text(allow_none=True, validate=TEXT, metadata=EXAMPLE_TEXT)
+    values = Text(allow_none=True, validate=TEXT, metadata=EXAMPLE_TEXT)
+    queryparam = Boolean(metadata=EXAMPLE_BOOLEAN)
+
+    @post_load
+    def fill_in_defaults(self, data, **kwargs):
+        # Not as load_default: the document would show a default, which openapi-typescript
+        # takes to mean that the key is required.
+        return {"keys": None, "values": None, "queryparam": False, **data}
 
 
 def nullable_key_value():
-    return fields.Nested(KeyValueSchema, allow_none=True)
+    return fields.Nested(KeyValueInputSchema, allow_none=True)
 
 
-class MessageSchema(Schema):
-    """An SMS message. No field is required: POST fills in defaults, PUT and PATCH change
-    only the fields sent. `id` and `event_time` may be sent back and are ignored."""
+class MessageInputSchema(Schema):
+    """An SMS message in a request body. No field is required: POST fills in defaults, PUT
+    and PATCH change only the fields sent. `id` and `event_time` may be sent back and are
+    ignored."""
 
     id = fields.String(dump_only=True, metadata={"example": "68b4707f2e5b5c1f0a8c9d01"})
     event_time = UTCDateTime(dump_only=True, metadata=EXAMPLE_DATE_TIME)
@@ -183,7 +204,7 @@ class MessageSchema(Schema):
     last_update_time = UTCDateTime(allow_none=True, metadata=EXAMPLE_DATE_TIME)
     is_deleted = flag()
     is_assignee_read = flag()
-    message_read_map = fields.List(fields.Nested(KeyValueSchema), validate=LIST_SIZE)
+    message_read_map = fields.List(fields.Nested(KeyValueInputSchema), validate=LIST_SIZE)
     customer_id = indexed_text()
     customer_entity_id = nullable_text()
     is_description = flag()
@@ -199,13 +220,35 @@ class MessageSchema(Schema):
         return data
 
 
+def every_key_required(schema: type[Schema], name: str,
+                       nested: type[Schema] | None = None) -> type[Schema]:
+    """`schema` as every response carries it, for the document (the views render responses
+    themselves: see render_message): all its keys, always, so each field is required;
+    `nested` stands for the schema of its nested objects."""
+    declared = {}
+    for field_name, field in schema._declared_fields.items():
+        field = copy.copy(field)
+        field.required = True
+        if isinstance(field, fields.List):
+            field.inner = copy.copy(field.inner)
+        inner = field.inner if isinstance(field, fields.List) else field
+        if isinstance(inner, fields.Nested):
+            inner.nested = nested
+        declared[field_name] = field
+    return Schema.from_dict(declared, name=name)
+
+
+KeyValueSchema = every_key_required(KeyValueInputSchema, "KeyValue")
+MessageSchema = every_key_required(MessageInputSchema, "Message", nested=KeyValueSchema)
+
+
 def new_message_defaults() -> dict:
     """The contract's defaults of the writable fields, for a POST that does not send them
     (the view adds the times and the organization)."""
     return {
         name: [] if isinstance(field, fields.List) else
         False if isinstance(field, fields.Boolean) else None
-        for name, field in MessageSchema._declared_fields.items() if not field.dump_only
+        for name, field in MessageInputSchema._declared_fields.items() if not field.dump_only
     }
 
 
@@ -237,7 +280,7 @@ ORDERING_FIELDS = ("creation_time", "last_update_time", "event_time", "id", "msg
 
 def _query_field(name: str, description: str) -> fields.Field:
     """The query-string twin of a message field: the same type, read the same way."""
-    field = MessageSchema._declared_fields[name]
+    field = MessageInputSchema._declared_fields[name]
     metadata = {"description": description}
     if isinstance(field, fields.Boolean):
         return Boolean(metadata=metadata)
@@ -291,6 +334,8 @@ class MessageListArgsSchema(Schema.from_dict(
 
     class Meta:
         unknown = EXCLUDE
+
+    EMPTY_IS_ABSENT = True  # drop_empty_values; the document says so (allowEmptyValue)
 
     ordering = Ordering(metadata={"description": (
         "Comma-separated fields, `-` for descending (ties: by id). Default `id`: the order "

@@ -7,7 +7,7 @@ that the collection's fields can hold are decoded (`$oid`, `$date`, `$numberInt`
 `$numberLong`, `$numberDouble`), here rather than with pymongo's `bson.json_util`: that
 would bring the MongoDB driver and dnspython into the service for five small cases, and
 parse with the standard library's json instead of orjson. Any other wrapper is reported as
-a bad document. The document is then validated by the API's own MessageSchema, so an
+a bad document. The document is then validated by the API's own MessageInputSchema, so an
 imported row is one the API could have written.
 """
 import re
@@ -29,11 +29,11 @@ from sqlalchemy.exc import DBAPIError
 from . import message_queries as queries
 from .extensions import make_engine
 from .models import OBJECT_ID_PATTERN
-from .schemas import MessageSchema, UTCDateTime, format_date_time, new_message_defaults
+from .schemas import MessageInputSchema, UTCDateTime, format_date_time, new_message_defaults
 
 cli = Blueprint("transfer", __name__, cli_group=None)
 
-MESSAGE_SCHEMA = MessageSchema()
+MESSAGE_SCHEMA = MessageInputSchema()
 # Read-only to the API's schema (the API sets it), so read here as the schema reads times.
 EVENT_TIME = UTCDateTime(required=True)
 DATE_TIME_FIELDS = ("event_time", "creation_time", "last_update_time")

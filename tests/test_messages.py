@@ -12,8 +12,7 @@ from conftest import SMS, http, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import Attachment, KeyValue, Message
-from messenger_app.config import Config
-from messenger_app.schemas import MessageSchema
+from messenger_app.schemas import MessageInputSchema, MessageSchema
 
 KEYS_IN_ORDER = [
     "id", "event_time", "communication_id", "msg_type", "type", "user_id",
@@ -349,6 +348,20 @@ def test_delete_removes_the_message_and_its_rows(app, client, acme):
     assert client.get(url(kept["id"]), headers=acme).get_json() == kept
 
 
+def test_answers_without_a_body_have_no_content_type(client, acme):
+    """204 and 304 (a replayed DELETE too) carry no Content-Type: there is no content."""
+    created = client.post(SMS, json={}, headers=acme)
+    target = url(created.get_json()["id"])
+    not_modified = client.get(target, headers={**acme, "If-None-Match": created.headers["ETag"]})
+    keyed = {**acme, "Idempotency-Key": "delete-once"}
+    deleted, replayed = client.delete(target, headers=keyed), client.delete(target, headers=keyed)
+
+    assert [r.status_code for r in (not_modified, deleted, replayed)] == [304, 204, 204]
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    for response in (not_modified, deleted, replayed):
+        assert "Content-Type" not in response.headers and response.data == b""
+
+
 def test_rows_cascade_when_a_message_is_deleted_in_sql(app, client, acme):
     """The foreign keys cascade in the database itself, for DBAs deleting by hand."""
     create(client, acme, full_message())
@@ -464,8 +477,8 @@ INDEXED_STRING_FIELDS = ["organization", "user_id", "ref_id", "customer_id", "co
 
 def test_the_indexed_strings_are_those_in_the_indexes():
     """The shorter limit follows the B-tree indexes of the models: no more, no fewer."""
-    limited = {name for name, field in MessageSchema().fields.items()
-               if any(getattr(v, "max", None) == Config.MAX_INDEXED_TEXT_LENGTH
+    limited = {name for name, field in MessageInputSchema().fields.items()
+               if any(getattr(v, "setting", None) == "MAX_INDEXED_TEXT_LENGTH"
                       for v in field.validators)}
     indexed = {column.name for index in Message.__table__.indexes for column in index.columns
                if isinstance(column.type, Text)}

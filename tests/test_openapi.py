@@ -6,7 +6,7 @@ import re
 import threading
 
 import pytest
-from openapi_schema_validator import OAS30Validator
+from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from openapi_spec_validator import validate
 
 from conftest import SMS
@@ -43,6 +43,14 @@ def operations(spec: dict) -> dict[str, tuple[str, str, dict]]:
     return {operation["operationId"]: (method, path, operation)
             for path, item in spec["paths"].items() for method, operation in item.items()
             if method != "parameters"}
+
+
+def validator(spec: dict, name: str) -> OAS30ReadValidator:
+    """A strict validator of the document's schema `name` in a response (references
+    resolved)."""
+    return OAS30ReadValidator({"$ref": f"#/components/schemas/{name}",
+                               "components": spec["components"]},
+                              format_checker=oas30_format_checker)
 
 
 def resolve(spec: dict, node: dict) -> dict:
@@ -153,7 +161,7 @@ def test_each_documented_error_is_what_the_operation_answers(app, client, acme, 
 
     assert response.status_code == code
     body = response.get_json()
-    OAS30Validator(spec["components"]["schemas"]["Error"]).validate(body)
+    validator(spec, "Error").validate(body)
     example = documented["content"]["application/json"]["example"]
     assert (body["code"], body["status"]) == (example["code"], example["status"])
     assert set(documented.get("headers", {})) <= set(response.headers.keys())
@@ -163,8 +171,8 @@ def example_of(spec: dict, schema: dict, writing: bool):
     """The example a reader of the document sees (as Swagger UI builds it): the schema's
     own example, or one built from its items' or properties' examples."""
     schema = resolve(spec, schema)
-    if "allOf" in schema:
-        return example_of(spec, schema["allOf"][0], writing)
+    if "allOf" in schema or "anyOf" in schema:  # a nullable object: the object
+        return example_of(spec, (schema.get("allOf") or schema["anyOf"])[0], writing)
     if "example" in schema:
         return schema["example"]
     if schema.get("type") == "array":
@@ -198,3 +206,95 @@ def test_the_examples_are_the_original_api_docs(spec):
     readable = {"id": response["id"], "event_time": response["event_time"]}
     assert all({**example, **readable} == response for example in seed_responses)
     assert [{**seed_lists[0][0], **readable}] == listed
+
+
+# --- What the document promises, as strict tools read it ---------------------------------
+
+def response_validator(spec: dict, operation_id: str, code: str) -> OAS30ReadValidator:
+    """A strict validator of the body that `operation_id` documents for `code`."""
+    response = resolve(spec, operations(spec)[operation_id][2]["responses"][code])
+    schema = response["content"]["application/json"]["schema"]
+    return OAS30ReadValidator({**schema, "components": spec["components"]},
+                          format_checker=oas30_format_checker)
+
+
+def test_a_response_always_has_every_key(spec):
+    schemas = spec["components"]["schemas"]
+
+    for name in ("Message", "KeyValue"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    assert len(schemas["Message"]["required"]) == 27
+    assert schemas["Health"]["required"] == ["status"]  # `schema`: on /readyz only
+    for name in ("MessageInput", "KeyValueInput", "MessageForm"):
+        assert "required" not in schemas[name], name
+
+
+def test_every_message_response_is_what_the_document_says(spec, client, acme):
+    """With null key/value objects and filled ones alike (nullable as OpenAPI 3.0.3 defines
+    it: only beside a `type`)."""
+    nulls = client.post(SMS, json={"sms_data": None}, headers=acme)
+    filled = create(client, acme, {"message_read_map": [{"keys": "user-7"}],
+                                   "email_data": {"keys": "to"}, "sms_data": {"values": "v"}})
+    item = f"{SMS}{filled['id']}/"
+    answers = {
+        ("create_message", "201"): nulls.get_json(),
+        ("read_message", "200"): client.get(item, headers=acme).get_json(),
+        ("list_messages", "200"): client.get(SMS, headers=acme).get_json(),
+        ("partial_update_message", "200"): client.patch(item, json={"api_data": None},
+                                                        headers=acme).get_json(),
+        ("update_message", "200"): client.put(item, json={"api_data": {}},
+                                              headers=acme).get_json(),
+    }
+    message = validator(spec, "Message")
+
+    assert nulls.get_json()["sms_data"] is None and filled["sms_data"]["keys"] is None
+    for (operation_id, code), body in answers.items():
+        response_validator(spec, operation_id, code).validate(body)
+    assert not message.is_valid({k: v for k, v in filled.items() if k != "id"})
+    assert not message.is_valid({**filled, "sms_data": {"keys": "to"}})  # a key missing
+
+
+def test_field_errors_are_typed_as_the_service_gives_them(spec, client, acme):
+    body = {"attachment_ids": ["a", ["b"]], "message_read_map": [{"keys": []}],
+            "sms_data": {"keys": []}, "colour": "red"}
+    errors = [
+        client.post(SMS, json=body, headers=acme),
+        client.get(SMS, query_string={"msg_type": "one"}, headers=acme),
+        client.delete(f"{SMS}{'0' * 24}/", headers={**acme, "Idempotency-Key": "not valid"}),
+    ]
+    error = validator(spec, "Error")
+    bodies = [response.get_json() for response in errors]
+
+    assert bodies[0]["errors"]["json"]["message_read_map"] == {
+        "0": {"keys": ["Not a valid string."]}}
+    assert [set(body["errors"]) for body in bodies] == [{"json"}, {"query"}, {"headers"}]
+    for body in bodies:
+        error.validate(body)
+    assert not error.is_valid({**bodies[1], "errors": {"query": {"msg_type": "one"}}})
+    assert not error.is_valid({**bodies[1], "errors": {"cookies": {}}})
+
+
+def test_bodies_are_optional_as_the_service_takes_none(spec, client, acme):
+    created = client.post(SMS, headers=acme)
+    patched = client.patch(f"{SMS}{created.get_json()['id']}/", headers=acme)
+    found = operations(spec)
+
+    assert (created.status_code, patched.status_code) == (201, 200)
+    for operation_id in ("create_message", "update_message", "partial_update_message"):
+        assert found[operation_id][2]["requestBody"]["required"] is False, operation_id
+
+
+def test_list_parameters_may_be_empty_as_the_service_takes_empty_for_absent(spec, client,
+                                                                            acme):
+    create(client, acme)
+    parameters = operations(spec)["list_messages"][2]["parameters"]
+    empty = {p["name"]: "" for p in parameters}
+
+    listed = client.get(SMS, query_string=empty, headers=acme)
+
+    assert listed.status_code == 200 and len(listed.get_json()) == 1
+    assert all(p["allowEmptyValue"] is True for p in parameters)
+    by_name = {p["name"]: p for p in parameters}
+    assert by_name["last_update_time__lte"]["schema"]["format"] == "date-time"
+    assert client.get(SMS, query_string={"last_update_time__lte": "x"},
+                      headers=acme).status_code == 422
