@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flask import current_app, g
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -101,8 +101,10 @@ def make_engine(url: str, connect_timeout: int | None = None,
         if statement_timeout_ms:
             settings.append(f"-c statement_timeout={statement_timeout_ms}")
         connect_args["options"] = " ".join(settings)
-    # A request waits for a free connection of the pool no longer than for a new one.
-    pool = {"pool_timeout": connect_timeout} if connect_timeout else {}
+    # A request waits for a free connection of the pool no longer than for a new one (an
+    # in-memory SQLite database has one connection a thread, and no pool to wait for).
+    in_memory = make_url(url).database in (None, "", ":memory:")
+    pool = {"pool_timeout": connect_timeout} if connect_timeout and not in_memory else {}
     engine = create_engine(url, connect_args=connect_args, **pool, **engine_options)
     if engine.dialect.name == "sqlite":
         if engine.url.database not in (None, "", ":memory:"):
