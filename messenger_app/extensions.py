@@ -43,6 +43,12 @@ class Database:
             g.db_connection = self.engine.connect()
         return g.db_connection
 
+    @staticmethod
+    def hand_over_connection() -> Connection:
+        """The request's connection, for a response that still reads with it once the
+        request is over (a streamed list): teardown no longer closes it; the caller does."""
+        return g.pop("db_connection")
+
     @property
     def session(self) -> Session:
         if "db_session" not in g:

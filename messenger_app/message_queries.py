@@ -4,16 +4,20 @@ A read is one statement: each message as one JSON value, its attachment ids and 
 objects aggregated by correlated subqueries. A write is one statement where it can be
 (atomic on its own), else one transaction of a few."""
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from functools import cache
+from itertools import chain
+from typing import NamedTuple
 
 import orjson
+import psycopg
 from sqlalchemy import (
     Boolean, Connection, Select, bindparam, delete, func, insert, literal_column, select, text,
     update,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
 from .extensions import transaction
 from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message, UTCDateTime
@@ -110,12 +114,16 @@ def filtered(statement, table, filters: dict):
 
 
 def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
-    """ORDER BY (field, descending) terms. Nulls sort after every value on both databases,
-    as PostgreSQL sorts them (so its plain DESC indexes serve newest-first lists)."""
-    return statement.order_by(*(
-        table.c[name].desc().nulls_first() if descending else table.c[name].asc().nulls_last()
-        for name, descending in terms
-    ))
+    """ORDER BY (field, descending) terms."""
+    return statement.order_by(*order_by(table, terms))
+
+
+def order_by(table, terms: Iterable[tuple[str, bool]]) -> list:
+    """(field, descending) terms as ORDER BY clauses. Nulls sort after every value on both
+    databases, as PostgreSQL sorts them (so its plain DESC indexes serve newest-first
+    lists)."""
+    return [table.c[name].desc().nulls_first() if descending else table.c[name].asc().nulls_last()
+            for name, descending in terms]
 
 
 # --- Reads ------------------------------------------------------------------------------
@@ -139,25 +147,94 @@ def matching(columns, filters: dict, organization: str | None) -> Select:
     return filtered(in_scope(select(*columns), messages, organization), messages, filters)
 
 
+def counted(filters: dict, organization: str | None, limit: int) -> Select:
+    """SELECT how many messages match, counting no further than `limit`."""
+    matches = matching([messages.c.id], filters, organization).limit(limit).subquery()
+    return select(func.count()).select_from(matches)
+
+
 def count_messages(connection: Connection, filters: dict, organization: str | None,
                    limit: int) -> int:
-    """How many messages match, counting no further than `limit`."""
-    matches = matching([messages.c.id], filters, organization).limit(limit).subquery()
-    return connection.scalar(select(func.count()).select_from(matches))
+    return connection.scalar(counted(filters, organization, limit))
+
+
+class Page(NamedTuple):
+    rows: int  # messages on the page
+    more: bool  # whether another follows it
+    last_id: str | None  # the id of its last message, if another follows
+    matches: int | None  # how many match, counted up to the count limit asked for (if any)
+    messages: Iterator[dict]  # read from the database as they are taken
 
 
 def read_page(connection: Connection, filters: dict, organization: str | None,
-              terms: list[tuple[str, bool]], limit: int, offset: int = 0) -> list[dict]:
-    """One page of messages. The page's ids (and sort keys) are chosen first, from an index
-    alone where one serves the filters and the order, and only its rows are then read and
-    their children aggregated: neither is done for the rows an OFFSET skips."""
+              terms: list[tuple[str, bool]], page_size: int, offset: int = 0,
+              count_limit: int | None = None) -> Page:
+    """One page of messages, in one statement: how many it has, whether more follow (and
+    its last id), how many match in all (counted up to `count_limit`, if given), and the
+    messages. The page's ids (and sort keys) are chosen first, from an index alone where
+    one serves the filters and the order, and only its rows are then read and their
+    children aggregated: neither is done for the rows an OFFSET skips. The messages are
+    read as they are taken, so a page of large ones is never whole in memory; nothing else
+    may run on `connection` until they all have been."""
     sort_keys = [messages.c[name] for name in dict(terms) if name != "id"]
-    page = ordered(matching([messages.c.id, *sort_keys], filters, organization), messages, terms)
-    page = page.limit(limit).offset(offset).subquery("page")
-    statement = select(message_column(connection.dialect.name)).select_from(
-        page.join(m, m.c.id == page.c.id))
-    statement = ordered(statement, page, terms)
-    return [message_from_row(row) for row in connection.execute(statement)]
+    chosen = ordered(matching([messages.c.id, *sort_keys], filters, organization), messages,
+                     terms).limit(page_size + 1).offset(offset).subquery("chosen")
+    whole = {"order_by": order_by(chosen, terms), "rows": (None, None)}
+    page = select(chosen, func.count().over().label("page_rows"),
+                  func.nth_value(chosen.c.id, page_size).over(**whole).label("last_id"),
+                  ).subquery("page")
+    columns = [message_column(connection.dialect.name), page.c.page_rows, page.c.last_id]
+    if count_limit is not None:
+        columns.append(counted(filters, organization, count_limit).scalar_subquery())
+    statement = ordered(select(*columns).select_from(page.join(m, m.c.id == page.c.id)), page,
+                        terms)
+    rows = stream_rows(connection, statement)
+    first = next(rows, None)
+    if first is None:
+        return Page(0, False, None, None, (message for message in ()))
+    more = first[1] > page_size
+    return Page(min(first[1], page_size), more, first[2] if more else None,
+                first[3] if count_limit is not None else None,
+                page_messages(first, rows, page_size))
+
+
+def page_messages(first, rows: Iterator, page_size: int) -> Iterator[dict]:
+    """The messages of `first` and the rows after it, `page_size` in all; the one after
+    them is read and dropped. Closed early, it closes the stream (psycopg then cancels its
+    statement), which must be done before the connection runs anything else."""
+    try:
+        for n, row in enumerate(chain([first], rows)):
+            if n < page_size:
+                yield message_from_row(row)
+    finally:
+        rows.close()
+
+
+STREAMED_ROWS = 16
+
+
+def stream_rows(connection: Connection, statement: Select) -> Iterator:
+    """The statement's rows, fetched STREAMED_ROWS at a time: on PostgreSQL in libpq's
+    chunked-rows mode (psycopg's Cursor.stream: no transaction, no server-side cursor,
+    which SQLAlchemy's stream_results would need), on SQLite as its cursor steps through
+    them. The PostgreSQL statement goes past SQLAlchemy's execution (whose events it still
+    fires), so its parameters must need no type processing, and its errors are SQLAlchemy's
+    as they would be."""
+    if connection.dialect.name != "postgresql":
+        yield from connection.execute(statement)
+        return
+    compiled = statement.compile(dialect=connection.dialect)
+    sql, params = compiled.string, compiled.params
+    connection.dispatch.before_cursor_execute(connection, None, sql, params, None, False)
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        yield from cursor.stream(sql, params, size=STREAMED_ROWS)
+    except psycopg.Error as error:
+        lost = cursor.connection.broken
+        if lost:
+            connection.invalidate(error)
+        raise DBAPIError.instance(sql, params, error, psycopg.Error,
+                                  connection_invalidated=lost) from error
 
 
 # --- Writes -----------------------------------------------------------------------------

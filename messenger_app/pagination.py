@@ -4,6 +4,8 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterator
+from itertools import chain
 from urllib.parse import urlencode
 
 import orjson
@@ -40,7 +42,8 @@ def numbered_page(filters, organization, ordering, page: int, page_size: int) ->
     # Counting all matches would cost more than the page itself on a large table, so the
     # count stops past this page and past LIST_COUNT_LIMIT; beyond, no total is given.
     enough = max(current_app.config["LIST_COUNT_LIMIT"], offset + page_size)
-    items, counted = page_and_count(filters, organization, ordering, offset, page_size, enough)
+    page_read, counted = page_and_count(filters, organization, ordering, offset, page_size,
+                                        enough)
     if counted <= enough:
         metadata = Blueprint._make_pagination_metadata(page, page_size, counted)
     else:
@@ -54,24 +57,26 @@ def numbered_page(filters, organization, ordering, page: int, page_size: int) ->
     link = link_header({rel: {"page": n} for rel, n in links.items() if n})
     if link:
         headers["Link"] = link
-    return Response(orjson.dumps(items), 200, headers, mimetype="application/json")
+    return json_array_response(page_read.messages, headers)
 
 
 def page_and_count(filters, organization, ordering, offset: int, page_size: int,
-                   enough: int) -> tuple[list[dict], int]:
-    """A page, and how many messages match, counted up to `enough` + 1. The page is read
-    with one message more: when the list ends on it, that gives the count, and when more
-    follow past `enough`, that they do; only otherwise is there a count to make."""
+                   enough: int) -> tuple[queries.Page, int]:
+    """A page, and how many messages match, counted up to `enough` + 1. Within
+    LIST_COUNT_LIMIT the page's statement counts too. Past it, the page (read with one
+    message more) tells: when the list ends on it, that gives the count, and when more
+    follow, that they pass `enough`; only a page past the end has a count to make."""
     connection = db.connection()
-    items = queries.read_page(connection, filters, organization, ordering, page_size + 1,
-                              offset)
-    if len(items) > page_size:
-        items.pop()
-        if offset + page_size >= enough:
-            return items, enough + 1
-    elif items or not offset:
-        return items, offset + len(items)
-    return items, queries.count_messages(connection, filters, organization, enough + 1)
+    shallow = offset + page_size < current_app.config["LIST_COUNT_LIMIT"]
+    page = queries.read_page(connection, filters, organization, ordering, page_size, offset,
+                             enough + 1 if shallow else None)
+    if page.matches is not None:
+        return page, page.matches
+    if page.more:
+        return page, enough + 1
+    if page.rows or not offset:
+        return page, offset + page.rows
+    return page, queries.count_messages(connection, filters, organization, enough + 1)
 
 
 def cursor_page(filters, organization, ordering, cursor: str, page_size: int) -> Response:
@@ -80,13 +85,44 @@ def cursor_page(filters, organization, ordering, cursor: str, page_size: int) ->
     descending = ordering[0][1] if ordering else False
     if cursor != CURSOR_START:
         filters[f"id__{'lt' if descending else 'gt'}"] = decode_cursor(cursor)
-    items = queries.read_page(db.connection(), filters, organization, [("id", descending)],
-                              page_size + 1)
+    page = queries.read_page(db.connection(), filters, organization, [("id", descending)],
+                             page_size)
     headers = {}
-    if len(items) > page_size:
-        items.pop()
-        headers["Link"] = link_header({"next": {"cursor": encode_cursor(items[-1]["id"])}})
-    return Response(orjson.dumps(items), 200, headers, mimetype="application/json")
+    if page.more:
+        headers["Link"] = link_header({"next": {"cursor": encode_cursor(page.last_id)}})
+    return json_array_response(page.messages, headers)
+
+
+def json_array_response(messages: Iterator[dict], headers: dict) -> Response:
+    """A list's body: a JSON array, sent as its messages are read (in pieces of about
+    64 KiB), so that a request's memory does not grow with its page. The request's
+    connection, which reads them, is the response's from now on: closed with it."""
+    connection = db.hand_over_connection()
+
+    def pieces() -> Iterator[bytes]:
+        piece, size = [b"["], 1
+        try:
+            for n, message in enumerate(messages):
+                encoded = orjson.dumps(message)
+                piece.append(b"," + encoded if n else encoded)
+                size += len(encoded) + 1
+                if size >= PIECE_BYTES:
+                    yield b"".join(piece)
+                    piece, size = [], 0
+        finally:  # read to the end, or given up
+            messages.close()
+            connection.close()
+        piece.append(b"]")
+        yield b"".join(piece)
+
+    body = pieces()
+    first = next(body)  # made before the answer starts: what fails in it is still a 500
+    response = Response(chain([first], body), 200, headers, mimetype="application/json")
+    response.call_on_close(body.close)  # read to the end or not: its stream, its connection
+    return response
+
+
+PIECE_BYTES = 64 * 1024
 
 
 def encode_cursor(last_id: str) -> str:

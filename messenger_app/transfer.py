@@ -375,10 +375,10 @@ def export(file, organization, batch_size):
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
             after = {}
-            while page := queries.read_page(connection, after, organization, [("id", False)],
-                                            batch_size):
-                file.write(b"".join(orjson.dumps(message) + b"\n" for message in page))
-                count += len(page)
-                after = {"id__gt": page[-1]["id"]}
+            while batch := list(queries.read_page(connection, after, organization,
+                                                  [("id", False)], batch_size).messages):
+                file.write(b"".join(orjson.dumps(message) + b"\n" for message in batch))
+                count += len(batch)
+                after = {"id__gt": batch[-1]["id"]}
     file.flush()
     click.echo(f"exported {count:,} messages in {time.monotonic() - started:.1f} s", err=True)

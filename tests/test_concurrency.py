@@ -146,3 +146,21 @@ def test_slow_clients_do_not_hold_up_the_others(service):
             sock.close()
 
     assert answered == [200] * 20
+
+
+def test_clients_that_hang_up_mid_list_leave_nothing_behind(service):
+    """Each reads the start of a large page and hangs up: gunicorn closes the response,
+    which gives up its statement and gives its connection back."""
+    acme = make_key(service.app, "hang-up")
+    for n in range(30):
+        http("POST", f"{service.base}{SMS}", acme, {"sms_data": {"values": "v" * 40_000}})
+    host, port = service.base.removeprefix("http://").split(":")
+
+    for _ in range(60):  # more than the pools of three workers hold connections
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(f"GET {SMS}?page_size=30 HTTP/1.1\r\nHost: localhost\r\n"
+                         f"Authorization: {acme['Authorization']}\r\n\r\n".encode())
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+
+    status, _, body = http("GET", f"{service.base}{SMS}?page_size=30", acme)
+    assert status == 200 and len(json.loads(body)) == 30

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from conftest import SMS
+from messenger_app.extensions import db
 from test_messages import create
 
 
@@ -296,3 +297,25 @@ def test_bad_cursor_requests_are_422(client, acme, query, param):
 
     assert response.status_code == 422
     assert list(response.get_json()["errors"]["query"]) == [param]
+
+
+def test_a_list_is_sent_as_it_is_read_and_a_reader_may_give_up(app, client, acme):
+    """A page goes out in pieces while its messages are read (a page of large messages is
+    never whole in memory: see bench/list_memory.py). A client that stops reading after
+    the first piece gives its connection back, its statement given up: more such clients
+    than the pool has connections leave the service as it was."""
+    for n in range(30):
+        create(client, acme, {"ref_id": str(n), "sms_data": {"values": "v" * 20_000}})
+    with app.app_context():
+        pool = db.engine.pool
+
+    for _ in range(pool.size() + 5):
+        response = client.get(f"{SMS}?page_size=30", headers=acme, buffered=False)
+        pieces = iter(response.response)
+        assert next(pieces).startswith(b'[{"id":')
+        assert next(pieces)  # more than one piece
+        response.close()
+
+    assert pool.checkedout() == 0
+    whole = client.get(f"{SMS}?page_size=30", headers=acme).get_json()
+    assert [message["ref_id"] for message in whole] == [str(n) for n in range(30)]
