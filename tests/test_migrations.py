@@ -472,3 +472,16 @@ def test_migrations_run_with_timeouts_in_transactions_and_none_outside(
     assert timeouts_seen(config, url)["transaction"] == ("500ms", "2h")
     config.cmd_opts = argparse.Namespace(x=["statement_timeout=0"])
     assert timeouts_seen(config, url)["transaction"] == ("500ms", "0")
+
+
+def test_a_new_database_is_not_analysed_as_empty(tmp_path_factory):
+    """Statistics of an empty messages table ("no rows") would keep the plans made while it
+    fills (foreign key checks, prepared statements) on whole-table scans where autovacuum
+    is off: 0009 vacuums and analyses a table with rows only."""
+    url = fresh_database("postgresql", tmp_path_factory, "statistics")
+    command.upgrade(alembic_config(url), "head")
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.scalar(text(
+            "SELECT reltuples FROM pg_class WHERE relname = 'messages'")) == -1  # unknown
+    engine.dispose()

@@ -14,7 +14,9 @@ its integers were 64-bit already.
 The rewritten table has no visibility map and no statistics for the two columns, so
 index-only scans (the lists' counts, their pages' ids) would read the heap again until
 autovacuum comes round: a VACUUM ANALYZE follows, outside the transaction (it takes no
-lock that stops reads or writes).
+lock that stops reads or writes). Not of an empty table (a new database): its statistics
+would then say "no rows" where autovacuum is off, and plans made as it fills (the foreign
+key checks', prepared statements') would scan it whole for good.
 
 Downgrade: back to INTEGER, which fails if any stored value needs more than 32 bits.
 """
@@ -55,5 +57,7 @@ def change_type(type_: sa.types.TypeEngine, postgresql_type: str) -> None:
     for column, column_comment in columns.items():
         op.execute(f"COMMENT ON COLUMN message_report.{column} IS "
                    f"{reporting_views.quoted(column_comment)}")
-    with op.get_context().autocommit_block():
-        op.execute("VACUUM ANALYZE messages")
+    if context.is_offline_mode() or op.get_bind().scalar(
+            sa.text("SELECT EXISTS (SELECT FROM messages)")):
+        with op.get_context().autocommit_block():
+            op.execute("VACUUM ANALYZE messages")
