@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED_BENCH=${SHARED_BENCH:-../shared/bench}
 PORT=${BENCH_PORT:-8077}
+# The shared settings, but the project's own worker class (gunicorn.conf.py's), as the
+# fastapi peer keeps its own; BENCH_WORKER_CLASS=sync for the shared one.
+WORKER_CLASS=${BENCH_WORKER_CLASS:-gevent}
 SERVERS=()
 TARGETS=()
 trap 'kill "${SERVERS[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
@@ -24,7 +27,8 @@ serve() {
     key=$(DATABASE_URL=$url .venv/bin/flask --app wsgi api-key create --all-organizations \
         --name bench | tail -n 1)
     DATABASE_URL=$url .venv/bin/gunicorn -c "$SHARED_BENCH/gunicorn.conf.py" \
-        --bind "127.0.0.1:$2" --pythonpath .,bench "$4" 2>"build/bench-$1.log" &
+        --worker-class "$WORKER_CLASS" --bind "127.0.0.1:$2" --pythonpath .,bench "$4" \
+        2>"build/bench-$1.log" &
     SERVERS+=($!)
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$2/healthz" && break; sleep 0.2; done
     TARGETS+=(--target "$1=http://127.0.0.1:$2" --key "$key" --pid "$!" --db "$3")
