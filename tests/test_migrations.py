@@ -127,15 +127,22 @@ def downgrade():
 """
 
 
+def add_a_later_migration(config, folder, source: str) -> str:
+    """A throwaway revision after head, from `source` (with `{head}` in it), in `folder`;
+    `config` finds it. Returns the head it follows."""
+    head = ScriptDirectory.from_config(config).get_current_head()
+    (folder / "later.py").write_text(source.format(head=head))
+    versions = [str(PROJECT_ROOT / "migrations" / "versions"), str(folder)]
+    config.set_main_option("version_locations", os.pathsep.join(versions))
+    return head
+
+
 def test_a_later_migration_can_rebuild_messages_under_the_views(empty_database, tmp_path):
     """SQLite's batch mode copies, drops and renames `messages`, which the reporting views
     name; env.py makes that work (and PostgreSQL alters in place)."""
     config = alembic_config(empty_database)
     command.upgrade(config, "head")
-    head = ScriptDirectory.from_config(config).get_current_head()
-    (tmp_path / "later.py").write_text(A_LATER_MIGRATION.format(head=head))
-    versions = [str(PROJECT_ROOT / "migrations" / "versions"), str(tmp_path)]
-    config.set_main_option("version_locations", os.pathsep.join(versions))
+    head = add_a_later_migration(config, tmp_path, A_LATER_MIGRATION)
     engine = create_engine(empty_database)
     with engine.begin() as connection:
         connection.execute(text(
@@ -454,10 +461,7 @@ def test_migrations_run_with_timeouts_in_transactions_and_none_outside(
     url = fresh_database("postgresql", tmp_path_factory, "timeouts")
     config = alembic_config(url)
     command.upgrade(config, "head")
-    head = ScriptDirectory.from_config(config).get_current_head()
-    (tmp_path / "timeouts.py").write_text(A_MIGRATION_THAT_RECORDS_ITS_TIMEOUTS.format(head=head))
-    versions = [str(PROJECT_ROOT / "migrations" / "versions"), str(tmp_path)]
-    config.set_main_option("version_locations", os.pathsep.join(versions))
+    head = add_a_later_migration(config, tmp_path, A_MIGRATION_THAT_RECORDS_ITS_TIMEOUTS)
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         database = make_url(url).database
