@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from messenger_app import create_app  # noqa: E402
-from messenger_app.extensions import db  # noqa: E402
+from messenger_app.db import db  # noqa: E402
 from messenger_app.models import ApiKey  # noqa: E402
-from messenger_app.pagination import encode_cursor  # noqa: E402
+from messenger_app.messages import encode_cursor  # noqa: E402
 
 from databases import fresh_database, migrated  # noqa: E402
 

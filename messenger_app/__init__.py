@@ -1,20 +1,25 @@
-"""The messenger service: a REST API for SMS messages."""
+"""The messenger service: a REST API for SMS messages. `create_app` wires one app
+(README, "Layout", says which module owns what)."""
+import os
 from collections.abc import Mapping
 
 from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, health, idempotency, logs, messages, metrics, transfer
-from .config import Config, derived_limits
-from .extensions import db
-from .openapi import Api
+from . import cli, health, idempotency, logs, messages, metrics
+from .api import Api
+from .config import Config, derived_limits, from_environment
+from .db import db
+from .key_cache import KeyCache
 
 
 def create_app(config: Mapping | None = None) -> Flask:
+    """An app with the settings of the environment, overridden by `config`."""
     app = Flask(__name__)
     config = dict(config or {})
     app.config.from_object(Config)
+    app.config.update(from_environment(os.environ))
     app.config.update(derived_limits({**app.config, **config}))
     app.config.update(config)
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
@@ -24,7 +29,8 @@ def create_app(config: Mapping | None = None) -> Flask:
 
     logs.init_app(app)
     db.init_app(app)
-    app.extensions["api_key_cache"] = auth.KeyCache(app.config["API_KEY_CACHE_SECONDS"])
+    app.extensions["api_key_cache"] = KeyCache(app.config["API_KEY_CACHE_SECONDS"],
+                                               app.config["DATABASE_CONNECT_TIMEOUT"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
     api = Api(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
@@ -34,9 +40,8 @@ def create_app(config: Mapping | None = None) -> Flask:
     api.register_blueprint(metrics.blp)
     if app.config["METRICS"]:
         metrics.init_app(app, app.extensions["database"])
-    app.register_blueprint(auth.cli)
-    app.register_blueprint(idempotency.cli)
-    app.register_blueprint(transfer.cli)
+    for commands in cli.commands:
+        app.register_blueprint(commands)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
          allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
                         "X-Request-ID", idempotency.HEADER],

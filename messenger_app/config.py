@@ -1,59 +1,72 @@
-"""Configuration, read once from environment variables (see README, "Configuration")."""
-import os
+"""Configuration: the settings an app reads from environment variables when it is made
+(see README, "Configuration"), and those that are fixed."""
+from collections.abc import Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'instance' / 'messenger.db'}"
 
 
+def from_environment(environ: Mapping[str, str]) -> dict:
+    """The settings that environment variables choose, read from `environ`."""
+
+    def flag(name: str, default: str) -> bool:
+        return environ.get(name, default).lower() in ("1", "true", "yes")
+
+    return {
+        "DATABASE_URL": environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        # PostgreSQL: how long a request may wait to connect (s) and for one statement (ms)
+        # before it is answered 503.
+        "DATABASE_CONNECT_TIMEOUT": int(environ.get("DATABASE_CONNECT_TIMEOUT", "3")),
+        "DATABASE_STATEMENT_TIMEOUT": int(environ.get("DATABASE_STATEMENT_TIMEOUT", "10000")),
+        # Page mode counts matches up to this many; past it, X-Pagination has no total.
+        "LIST_COUNT_LIMIT": int(environ.get("LIST_COUNT_LIMIT", "10000")),
+        # Limits of what a client may send (413 past the body size, 422 naming the field past
+        # the others). Flask enforces MAX_CONTENT_LENGTH itself.
+        "MAX_CONTENT_LENGTH": int(environ.get("MAX_BODY_BYTES", str(1024 * 1024))),
+        # Strings in B-tree indexes (organization, user_id, ref_id, customer_id,
+        # communication_id): an index entry must fit in 2,704 bytes, and the widest,
+        # (organization, user_id) of ix_messages_unread, holds two of them: 300 characters of
+        # 4-byte UTF-8 each fit with room to spare (330 would be the most). Other strings
+        # (attachment ids, keys and values included) are limited only by MAX_TEXT_LENGTH.
+        "MAX_INDEXED_TEXT_LENGTH": int(environ.get("MAX_INDEXED_TEXT_LENGTH", "300")),
+        "MAX_TEXT_LENGTH": int(environ.get("MAX_TEXT_LENGTH", "100000")),
+        "MAX_LIST_LENGTH": int(environ.get("MAX_LIST_LENGTH", "1000")),
+
+        # A process trusts an API key it looked up for this long at most (PostgreSQL; a
+        # revocation reaches every process at once by NOTIFY, and within this if that is lost).
+        "API_KEY_CACHE_SECONDS": float(environ.get("API_KEY_CACHE_SECONDS", "5")),
+
+        # Idempotency-Key: how long a stored response is replayed (then the key may be used
+        # afresh and its row is deleted), and after how long a claim still in flight is taken
+        # to be a crashed worker's and may be claimed again (longer than a request can run:
+        # gunicorn's timeout is 30 s).
+        "IDEMPOTENCY_TTL_SECONDS": int(environ.get("IDEMPOTENCY_TTL_SECONDS", str(24 * 3600))),
+        "IDEMPOTENCY_STALE_SECONDS": int(environ.get("IDEMPOTENCY_STALE_SECONDS", "60")),
+
+        # Browser origins allowed to call the API (comma-separated; "*" for any; none by
+        # default: CORS is off until configured).
+        "CORS_ORIGINS": [origin.strip() for origin in environ.get("CORS_ORIGINS", "").split(",")
+                         if origin.strip()],
+
+        # Behind this many reverse proxies, trust their X-Forwarded-For/-Proto/-Host (for the
+        # client's address and scheme); 0 when clients connect directly.
+        "PROXY_HOPS": int(environ.get("PROXY_HOPS", "0")),
+        # The URL clients reach the service at (https://api.example.com), for the Location
+        # and Link headers; without it they are relative (/ux/...). Never the request's Host.
+        "PUBLIC_BASE_URL": environ.get("PUBLIC_BASE_URL", ""),
+        # "json": one JSON object a log line; "text" for reading in a terminal.
+        "LOG_FORMAT": environ.get("LOG_FORMAT", "json"),
+        # One log line per request (off: only warnings and errors are logged).
+        "LOG_REQUESTS": flag("LOG_REQUESTS", "true"),
+        # Prometheus metrics at /metrics, open without a key (off: a 404, and no per-request
+        # cost).
+        "METRICS": flag("METRICS", "true"),
+    }
+
+
 class Config:
-    DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    # PostgreSQL: how long a request may wait to connect (s) and for one statement (ms)
-    # before it is answered 503.
-    DATABASE_CONNECT_TIMEOUT = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "3"))
-    DATABASE_STATEMENT_TIMEOUT = int(os.environ.get("DATABASE_STATEMENT_TIMEOUT", "10000"))
-    # Page mode counts matches up to this many; past it, X-Pagination has no total.
-    LIST_COUNT_LIMIT = int(os.environ.get("LIST_COUNT_LIMIT", "10000"))
-    # Limits of what a client may send (413 past the body size, 422 naming the field past
-    # the others). Flask enforces MAX_CONTENT_LENGTH itself.
-    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_BODY_BYTES", str(1024 * 1024)))
-    # Strings in B-tree indexes (organization, user_id, ref_id, customer_id,
-    # communication_id): an index entry must fit in 2,704 bytes, and the widest,
-    # (organization, user_id) of ix_messages_unread, holds two of them: 300 characters of
-    # 4-byte UTF-8 each fit with room to spare (330 would be the most). Other strings
-    # (attachment ids, keys and values included) are limited only by MAX_TEXT_LENGTH.
-    MAX_INDEXED_TEXT_LENGTH = int(os.environ.get("MAX_INDEXED_TEXT_LENGTH", "300"))
-    MAX_TEXT_LENGTH = int(os.environ.get("MAX_TEXT_LENGTH", "100000"))
-    MAX_LIST_LENGTH = int(os.environ.get("MAX_LIST_LENGTH", "1000"))
-
-    # A process trusts an API key it looked up for this long at most (PostgreSQL; a
-    # revocation reaches every process at once by NOTIFY, and within this if that is lost).
-    API_KEY_CACHE_SECONDS = float(os.environ.get("API_KEY_CACHE_SECONDS", "5"))
-
-    # Idempotency-Key: how long a stored response is replayed (then the key may be used
-    # afresh and its row is deleted), and after how long a claim still in flight is taken
-    # to be a crashed worker's and may be claimed again (longer than a request can run:
-    # gunicorn's timeout is 30 s).
-    IDEMPOTENCY_TTL_SECONDS = int(os.environ.get("IDEMPOTENCY_TTL_SECONDS", str(24 * 3600)))
-    IDEMPOTENCY_STALE_SECONDS = int(os.environ.get("IDEMPOTENCY_STALE_SECONDS", "60"))
-
-    # Browser origins allowed to call the API (comma-separated; "*" for any; none by
-    # default: CORS is off until configured).
-    CORS_ORIGINS = [origin.strip() for origin in os.environ.get("CORS_ORIGINS", "").split(",")
-                    if origin.strip()]
-
-    # Behind this many reverse proxies, trust their X-Forwarded-For/-Proto/-Host (for the
-    # client's address and scheme); 0 when clients connect directly.
-    PROXY_HOPS = int(os.environ.get("PROXY_HOPS", "0"))
-    # The URL clients reach the service at (https://api.example.com), for the Location
-    # and Link headers; without it they are relative (/ux/...). Never the request's Host.
-    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")
-    # "json": one JSON object a log line; "text" for reading in a terminal.
-    LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
-    # One log line per request (off: only warnings and errors are logged).
-    LOG_REQUESTS = os.environ.get("LOG_REQUESTS", "true").lower() in ("1", "true", "yes")
-    # Prometheus metrics at /metrics, open without a key (off: a 404, and no per-request cost).
-    METRICS = os.environ.get("METRICS", "true").lower() in ("1", "true", "yes")
+    """The settings no environment variable chooses."""
 
     # flask-smorest / OpenAPI
     API_TITLE = "Messenger SMS API"

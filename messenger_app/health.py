@@ -8,8 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import PROJECT_ROOT
-from .extensions import db
-from .openapi import ErrorSchema
+from .db import db
+from .api import ErrorSchema
 
 blp = Blueprint("health", __name__, description="Liveness and readiness.")
 SCHEMA_HEAD = ScriptDirectory.from_config(

@@ -15,7 +15,10 @@ organization shares them) or, for an all-organizations key, to that key
 (`key:<api_keys.id>`). They expire after IDEMPOTENCY_TTL_SECONDS: an expired key is free
 again at once, and every claim deletes up to PURGE_BATCH expired rows (on PostgreSQL in
 the claim's own statement); `flask --app wsgi idempotency purge` deletes them all.
-Without the header, none of this runs: no SQL is added."""
+Without the header, none of this runs: no SQL is added.
+
+`write_once` decorates every write view: it runs the view as the request's write
+(`db.write()`), with or without a key."""
 import functools
 import hashlib
 import logging
@@ -23,17 +26,16 @@ import re
 from datetime import datetime, timedelta, timezone
 from functools import cache
 
-import click
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, request
 from flask_smorest import abort
-from sqlalchemy import and_, bindparam, delete, not_, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, not_, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import bodies
-from .auth import current_key
-from .extensions import db, transaction
+from .auth import current_key, key_scope
+from .db import db
 from .models import IdempotencyKey
 
 log = logging.getLogger(__name__)
@@ -113,27 +115,27 @@ def claim_statement(dialect: str):
     return statement
 
 
-def idempotent(view):
+def write_once(view):
     """Decorates a write view that returns a Response, inside its argument parsing (so an
-    invalid body is refused before any claim): with an Idempotency-Key, it runs at most
-    once."""
+    invalid body is refused before any claim): it runs as the request's write, which
+    commits once, when it returns (db.write); with an Idempotency-Key, at most once."""
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         key = request.headers.get(HEADER)
         if key is None:
-            return view(*args, **kwargs)
+            with db.write():
+                return view(*args, **kwargs)
         if not ACCEPTABLE.fullmatch(key):
             abort(422, message=f"{HEADER} must be 1 to 255 visible ASCII characters.",
                   errors={"headers": {HEADER: ["1 to 255 visible ASCII characters."]}})
-        params = {"owner": scope(), "key": key, "method": request.method,
+        params = {"owner": owner(), "key": key, "method": request.method,
                   "path": request.path, "digest": body_digest()}
         connection = db.connection()
         for _ in range(CLAIM_ATTEMPTS):  # again if the row went between claim and read
             claimed_at = claim(connection, params)
             if claimed_at is not None:
-                return run_claimed(connection, {**params, "claimed_at": claimed_at},
-                                   view, args, kwargs)
+                return run_claimed({**params, "claimed_at": claimed_at}, view, args, kwargs)
             stored = connection.execute(READ, params).first()
             if stored is not None:
                 return answer_repeat(stored, params)
@@ -142,9 +144,10 @@ def idempotent(view):
     return wrapper
 
 
-def scope() -> str:
-    key = current_key()
-    return f"key:{key.id}" if key.all_organizations else f"org:{key.organization}"
+def owner() -> str:
+    """Whose keys these are: the key's organization's, or an all-organizations key's own."""
+    scope = key_scope()
+    return f"key:{current_key().id}" if scope is None else f"org:{scope}"
 
 
 def body_digest() -> str:
@@ -159,7 +162,7 @@ def body_digest() -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def claim(connection, params: dict) -> datetime | None:
+def claim(connection: Connection, params: dict) -> datetime | None:
     """Claim the key; its claim time if this request owns it now, else None."""
     claimed_at = now()
     config = current_app.config
@@ -176,11 +179,13 @@ class ClaimLost(Exception):
     """The claim was taken over as stale while this request ran."""
 
 
-def run_claimed(connection, params: dict, view, args, kwargs) -> Response:
-    """Run the view and store a success with it, in one transaction; else free the key."""
+def run_claimed(params: dict, view, args, kwargs) -> Response:
+    """Run the view and store a success with it, in one transaction (the write's); else
+    free the key."""
     stored = False
     try:
-        with transaction(connection):
+        with db.write():
+            connection = db.atomic()  # the view's statements, then the record: one commit
             response = view(*args, **kwargs)
             if 200 <= response.status_code < 300:
                 if not store(connection, params, response):
@@ -189,14 +194,14 @@ def run_claimed(connection, params: dict, view, args, kwargs) -> Response:
     except ClaimLost:
         still_running()
     except BaseException:
-        release(connection, params)
+        release(params)
         raise
     if not stored:
-        release(connection, params)
+        release(params)
     return response
 
 
-def store(connection, params: dict, response: Response) -> bool:
+def store(connection: Connection, params: dict, response: Response) -> bool:
     headers = {name: response.headers[name] for name in STORED_HEADERS
                if name in response.headers}
     done = connection.execute(MARK_DONE, {
@@ -205,10 +210,11 @@ def store(connection, params: dict, response: Response) -> bool:
     return done.rowcount == 1
 
 
-def release(connection, params: dict) -> None:
+def release(params: dict) -> None:
     """Delete this request's claim, so that a retry may run: on the request's connection,
     or on a new one if that was lost (a 503). If the database can't be reached at all, the
     claim is left to go stale (IDEMPOTENCY_STALE_SECONDS)."""
+    connection = db.connection()
     try:
         if not connection.invalidated:
             connection.execute(RELEASE, params)
@@ -244,12 +250,6 @@ def still_running():
           headers={"Retry-After": "1"})
 
 
-cli = Blueprint("idempotency", __name__, cli_group="idempotency")
-
-
-@cli.cli.command("purge")
-def purge():
-    """Delete the expired Idempotency-Key rows (claims delete some as they go)."""
-    with db.engine.begin() as connection:
-        deleted = connection.execute(delete(keys).where(keys.c.expires_at <= now())).rowcount
-    click.echo(f"Deleted {deleted} expired idempotency keys.")
+def purge_expired(connection: Connection) -> int:
+    """Delete every expired row; how many there were."""
+    return connection.execute(delete(keys).where(keys.c.expires_at <= now())).rowcount

@@ -10,9 +10,10 @@ import uuid
 from datetime import datetime, timezone
 
 import orjson
-
 from flask import Flask, g, has_request_context, request
 from flask.logging import default_handler
+
+from .auth import scope_label
 
 ACCEPTABLE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 request_log = logging.getLogger("messenger_app.requests")
@@ -21,15 +22,11 @@ request_log = logging.getLogger("messenger_app.requests")
 def init_app(app: Flask) -> None:
     app.before_request(start_request)
     app.after_request(finish_request)
-    if not getattr(logging.getLogRecordFactory(), "adds_request_id", False):
-        logging.setLogRecordFactory(record_factory(logging.getLogRecordFactory()))
     # Straight to stderr: Flask's default handler writes through the WSGI server's error
     # stream, which is a second logging pipeline (gunicorn's) for every line.
     app.logger.removeHandler(default_handler)
-    if not any(getattr(h, "messenger", False) for h in app.logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.messenger = True
-        app.logger.addHandler(handler)
+    if not any(isinstance(h, RequestLogHandler) for h in app.logger.handlers):
+        app.logger.addHandler(RequestLogHandler(sys.stderr))
     for handler in app.logger.handlers:
         handler.setFormatter(JSONFormatter() if app.config["LOG_FORMAT"] == "json" else
                              TextFormatter("[%(asctime)s] %(levelname)s %(name)s "
@@ -44,37 +41,32 @@ def start_request() -> None:
     g.request_started = time.perf_counter()
 
 
+def elapsed_seconds() -> float:
+    """Seconds since the request started (its first before_request hook)."""
+    return time.perf_counter() - g.get("request_started", 0)
+
+
 def finish_request(response):
     response.headers["X-Request-ID"] = g.get("request_id", "-")
     if not request_log.isEnabledFor(logging.INFO):
         return response
     fields = {
         "method": request.method, "path": request.path, "status": response.status_code,
-        "duration_ms": round((time.perf_counter() - g.get("request_started", 0)) * 1000, 2),
-        "organization": organization_of(g.get("api_key")),
+        "duration_ms": round(elapsed_seconds() * 1000, 2),
+        "organization": scope_label(),
     }
     request_log.info("%(method)s %(path)s %(status)s %(duration_ms)sms", fields,
                      extra={"http": fields})
     return response
 
 
-def organization_of(key) -> str | None:
-    """The request's key's organization, "*" for an all-organizations key, None without."""
-    if key is None:
-        return None
-    return "*" if key.all_organizations else key.organization
+class RequestLogHandler(logging.StreamHandler):
+    """The app's log handler: every record it writes, from any logger under the app's,
+    carries the request id (or "-" outside a request)."""
 
-
-def record_factory(make_record):
-    """Every log record, from any logger, gets the request id (or "-")."""
-
-    def make(*args, **kwargs) -> logging.LogRecord:
-        record = make_record(*args, **kwargs)
+    def handle(self, record: logging.LogRecord) -> bool:
         record.request_id = g.get("request_id", "-") if has_request_context() else "-"
-        return record
-
-    make.adds_request_id = True
-    return make
+        return super().handle(record)
 
 
 class JSONFormatter(logging.Formatter):

@@ -1,29 +1,34 @@
 """The SMS messages resource: /ux/common/messenger/sms/ and /ux/common/messenger/sms/{id}/.
 
 The views validate with the marshmallow schemas (which also document them) and answer with
-messages rendered straight from SQL rows (see message_queries)."""
+messages that the database renders as JSON (message_json). Lists come in page mode
+(`page`: X-Pagination and Link first/prev/next/last) or cursor mode (`cursor`: Link next
+only, keyset on the immutable id), streamed as they are read."""
+import base64
+import binascii
+import json
 import re
+from collections.abc import Iterator
 from http import HTTPStatus
+from itertools import chain
+from urllib.parse import urlencode
 
 import orjson
-from flask import Response, request
+from flask import Response, current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import fields as ma_fields
 from werkzeug.routing import BaseConverter
 
-from . import message_queries as queries
-from .auth import authenticate, current_key, require_organization_access
+from . import queries
+from .auth import authenticate, current_key, key_scope, require_organization_access
 from .bodies import FORM_TYPES, BodyParser
-from .extensions import db
-from .idempotency import REPLAYED_HEADER, idempotent
+from .db import db
 from .idempotency import PARAMETER as IDEMPOTENCY_KEY
-from .models import new_object_id, utcnow
-from .pagination import page_response, public_url
-from .schemas import (
-    MessageInputSchema, MessageListArgsSchema, MessageSchema, new_message_defaults,
-    render_message,
-)
+from .idempotency import REPLAYED_HEADER, write_once
+from .message_json import encode, new_message
+from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
+from .schemas import MessageInputSchema, MessageListArgsSchema, MessageSchema
 
 blp = Blueprint(
     "sms", __name__, url_prefix="/ux/common/messenger/sms", description="SMS messages."
@@ -114,12 +119,6 @@ def not_found():
     abort(404, message="No such message.")
 
 
-def key_scope() -> str | None:
-    """The organization the current key is limited to; None for an all-organizations key."""
-    key = current_key()
-    return None if key.all_organizations else key.organization
-
-
 ROW_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() takes "²"
 
 
@@ -147,7 +146,7 @@ def update(message_id: str, fields: dict) -> Response:
         require_organization_access(fields["organization"])
     fields.setdefault("last_update_time", utcnow())
     versions = if_match_versions()
-    updated = queries.update_message(db.connection(), message_id, fields, key_scope(), versions)
+    updated = queries.update_message(message_id, fields, key_scope(), versions)
     if updated is None:
         not_found_or_changed(message_id, versions)
     message, row_version = updated
@@ -174,25 +173,22 @@ class Messages(MethodView):
 
         A parameter with an empty value (`?ref_id=`) is taken as absent: it filters
         nothing."""
-        return page_response(args, key_scope())
+        return list_response(args, key_scope())
 
     @message_body
     @blp.response(201, MessageSchema, headers={**WRITE_HEADERS, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
     @errors(400, 401, 403, 409, 413, 415, 422, 503)
     @blp.doc(operationId="create_message", parameters=[IDEMPOTENCY_KEY])
-    @idempotent
+    @write_once
     def post(self, fields):
         """Create a message; fields not sent get their defaults."""
         fields.setdefault("organization", current_key().organization)
         require_organization_access(fields["organization"])
-        now = utcnow()
-        message = {**new_message_defaults(), "creation_time": now, "last_update_time": now,
-                   **fields, "id": new_object_id(), "event_time": now}
-        queries.insert_message(db.connection(), message)
+        message = new_message(fields, utcnow(), new_object_id())
+        queries.insert_message(message)
         location = public_url("sms.MessageItem", message_id=message["id"])
-        return json_response(render_message(message), 201,
-                             {"Location": location, "ETag": etag(1)})
+        return json_response(encode(message), 201, {"Location": location, "ETag": etag(1)})
 
 
 @blp.route("/<objectid:message_id>/")
@@ -217,7 +213,7 @@ class MessageItem(MethodView):
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
     @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
     @blp.doc(operationId="update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
-    @idempotent
+    @write_once
     def put(self, fields, message_id):
         """Update the fields sent; the others keep their values (as in the original)."""
         return update(message_id, fields)
@@ -226,7 +222,7 @@ class MessageItem(MethodView):
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
     @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
     @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
-    @idempotent
+    @write_once
     def patch(self, fields, message_id):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
@@ -234,10 +230,131 @@ class MessageItem(MethodView):
     @blp.response(204, headers=REPLAYED_HEADER)
     @errors(401, 404, 409, 412, 422, 503)
     @blp.doc(operationId="delete_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
-    @idempotent
+    @write_once
     def delete(self, message_id):
         """Delete a message with its attachment ids and key/value objects."""
         versions = if_match_versions()
-        if not queries.delete_message(db.connection(), message_id, key_scope(), versions):
+        if not queries.delete_message(message_id, key_scope(), versions):
             not_found_or_changed(message_id, versions)
         return Response(status=204)
+
+
+# --- Lists ----------------------------------------------------------------------------
+
+CREATION_ORDER = [("id", False)]  # as the original listed its documents
+CURSOR_START = "*"
+OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
+
+
+def list_response(args: dict, organization: str | None) -> Response:
+    filters = dict(args)
+    page_size = filters.pop("page_size")
+    page = filters.pop("page", None)
+    cursor = filters.pop("cursor", None)
+    ordering = filters.pop("ordering", None)
+    if cursor is None:
+        return numbered_page(filters, organization, ordering or CREATION_ORDER, page or 1,
+                             page_size)
+    if page is not None:
+        abort(422, errors={"query": {"page": ["Use either page or cursor, not both."]}})
+    return cursor_page(filters, organization, ordering, cursor, page_size)
+
+
+def numbered_page(filters, organization, ordering, page: int, page_size: int) -> Response:
+    if all(name != "id" for name, _ in ordering):
+        ordering = [*ordering, ("id", ordering[0][1])]  # a total order: stable pages
+    offset = (page - 1) * page_size
+    page_read, total = queries.read_page_and_count(
+        db.connection(), filters, organization, ordering, page_size, offset,
+        current_app.config["LIST_COUNT_LIMIT"])
+    if total is not None:
+        metadata = Blueprint._make_pagination_metadata(page, page_size, total)
+    else:
+        metadata = {"first_page": 1, "page": page, "previous_page": page - 1,
+                    "next_page": page + 1}
+        if page == 1:
+            del metadata["previous_page"]
+    links = {"first": metadata.get("first_page"), "prev": metadata.get("previous_page"),
+             "next": metadata.get("next_page"), "last": metadata.get("last_page")}
+    headers = {"X-Pagination": json.dumps(metadata)}
+    link = link_header({rel: {"page": n} for rel, n in links.items() if n})
+    if link:
+        headers["Link"] = link
+    return json_array_response(page_read.messages, headers)
+
+
+def cursor_page(filters, organization, ordering, cursor: str, page_size: int) -> Response:
+    if ordering and (len(ordering) > 1 or ordering[0][0] != "id"):
+        abort(422, errors={"query": {"ordering": ["Cursor mode orders by id or -id only."]}})
+    descending = ordering[0][1] if ordering else False
+    if cursor != CURSOR_START:
+        filters[f"id__{'lt' if descending else 'gt'}"] = decode_cursor(cursor)
+    page = queries.read_page(db.connection(), filters, organization, [("id", descending)],
+                             page_size)
+    headers = {}
+    if page.more:
+        headers["Link"] = link_header({"next": {"cursor": encode_cursor(page.last_id)}})
+    return json_array_response(page.messages, headers)
+
+
+def json_array_response(messages: Iterator[dict], headers: dict) -> Response:
+    """A list's body: a JSON array, sent as its messages are read (in pieces of about
+    64 KiB), so that a request's memory does not grow with its page. The request's
+    connection, which reads them, is the response's from now on: closed with it."""
+    connection = db.hand_over_connection()
+
+    def pieces() -> Iterator[bytes]:
+        piece, size = [b"["], 1
+        try:
+            for n, message in enumerate(messages):
+                encoded = orjson.dumps(message)
+                piece.append(b"," + encoded if n else encoded)
+                size += len(encoded) + 1
+                if size >= PIECE_BYTES:
+                    yield b"".join(piece)
+                    piece, size = [], 0
+        finally:  # read to the end, or given up
+            messages.close()
+            connection.close()
+        piece.append(b"]")
+        yield b"".join(piece)
+
+    body = pieces()
+    first = next(body)  # made before the answer starts: what fails in it is still a 500
+    response = Response(chain([first], body), 200, headers, mimetype="application/json")
+    response.call_on_close(body.close)  # read to the end or not: its stream, its connection
+    return response
+
+
+PIECE_BYTES = 64 * 1024
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        after = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
+        if isinstance(after, str) and OBJECT_ID.fullmatch(after):
+            return after
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        pass
+    abort(422, errors={"query": {"cursor": ["Not a cursor from a Link header, nor `*`."]}})
+
+
+def link_header(pages: dict[str, dict]) -> str:
+    """RFC 8288 links to this list with some query parameters replaced, by relation."""
+    base = public_url(request.endpoint)
+    links = []
+    for rel, replaced in pages.items():
+        params = [(k, v) for k, v in request.args.items(multi=True) if k not in replaced]
+        links.append(f'<{base}?{urlencode([*params, *replaced.items()])}>; rel="{rel}"')
+    return ", ".join(links)
+
+
+def public_url(endpoint: str, **values) -> str:
+    """A URL of this service for a client: PUBLIC_BASE_URL and the path, or the path alone
+    (relative) without it; never built from the request's Host, which the client chooses
+    (a Link to `Host: evil.example` would send the next request, key and all, there)."""
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + url_for(endpoint, **values)

@@ -5,9 +5,8 @@ writes its samples to files in PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py sets i
 /metrics adds them up, whichever worker answers the scrape."""
 import functools
 import os
-import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from prometheus_client import (
@@ -16,7 +15,8 @@ from prometheus_client import (
 )
 from sqlalchemy import event
 
-from .openapi import ErrorSchema
+from .api import ErrorSchema
+from .logs import elapsed_seconds
 
 disable_created_metrics()  # no `_created` series: one sample fewer for every count
 
@@ -56,7 +56,7 @@ def record_request(response):
                             request.method if request.method in METHODS else "other",
                             response.status_code)
     count.inc()
-    latency.observe(time.perf_counter() - g.request_started)  # started: see logs.py
+    latency.observe(elapsed_seconds())
     return response
 
 

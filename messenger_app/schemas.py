@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, post_load, pre_load, validate
 
+from .message_json import format_date_time
+
 INT64 = validate.Range(min=-(2**63), max=2**63 - 1)  # MongoDB's integers
 
 
@@ -88,11 +90,6 @@ class Boolean(fields.Boolean):
             if key in self.FALSE:
                 return False
         raise self.make_error("invalid", input=value)
-
-
-def format_date_time(value: datetime) -> str:
-    """`YYYY-MM-DDTHH:MM:SS.mmmZ`, in UTC."""
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # Django's parse_datetime, behind DRF's DateTimeField, also took what this matches when
@@ -223,7 +220,7 @@ class MessageInputSchema(Schema):
 def every_key_required(schema: type[Schema], name: str,
                        nested: type[Schema] | None = None) -> type[Schema]:
     """`schema` as every response carries it, for the document (the views render responses
-    themselves: see render_message): all its keys, always, so each field is required;
+    themselves: see message_json): all its keys, always, so each field is required;
     `nested` stands for the schema of its nested objects."""
     declared = {}
     for field_name, field in schema._declared_fields.items():
@@ -240,34 +237,6 @@ def every_key_required(schema: type[Schema], name: str,
 
 KeyValueSchema = every_key_required(KeyValueInputSchema, "KeyValue")
 MessageSchema = every_key_required(MessageInputSchema, "Message", nested=KeyValueSchema)
-
-
-def new_message_defaults() -> dict:
-    """The contract's defaults of the writable fields, for a POST that does not send them
-    (the view adds the times and the organization)."""
-    return {
-        name: [] if isinstance(field, fields.List) else
-        False if isinstance(field, fields.Boolean) else None
-        for name, field in MessageInputSchema._declared_fields.items() if not field.dump_only
-    }
-
-
-# The hot paths render messages without marshmallow's per-field machinery, but from the
-# schema's own field list and types; tests hold it equal to `MessageSchema().dump()`.
-MESSAGE_FIELDS = tuple(MessageSchema._declared_fields)
-_DATE_TIME_FIELDS = tuple(
-    name for name, field in MessageSchema._declared_fields.items() if isinstance(field, UTCDateTime)
-)
-
-
-def render_message(values: dict) -> dict:
-    """A message's API object from its values (date-times as datetime, key/value objects as
-    `{"keys", "values", "queryparam"}` dicts), with the schema's keys in the schema's order."""
-    message = {name: values[name] for name in MESSAGE_FIELDS}
-    for name in _DATE_TIME_FIELDS:
-        if message[name] is not None:
-            message[name] = format_date_time(message[name])
-    return message
 
 
 # --- List query parameters (Django REST framework style) ---------------------------------

@@ -21,23 +21,21 @@ from typing import NamedTuple
 import click
 import ijson
 import orjson
-from flask import Blueprint, current_app
+from flask import current_app
 from marshmallow import ValidationError, missing
 from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, select, text
 from sqlalchemy.exc import DBAPIError
 
-from . import message_queries as queries
-from .extensions import make_engine
+from . import queries
+from .db import make_engine
+from .message_json import format_date_time, new_message
 from .models import OBJECT_ID_PATTERN
-from .schemas import MessageInputSchema, UTCDateTime, format_date_time, new_message_defaults
-
-cli = Blueprint("transfer", __name__, cli_group=None)
+from .schemas import MessageInputSchema, UTCDateTime
 
 MESSAGE_SCHEMA = MessageInputSchema()
 # Read-only to the API's schema (the API sets it), so read here as the schema reads times.
 EVENT_TIME = UTCDateTime(required=True)
 DATE_TIME_FIELDS = ("event_time", "creation_time", "last_update_time")
-DEFAULTS = new_message_defaults()
 OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
 ANY_CASE_OBJECT_ID = re.compile(OBJECT_ID_PATTERN, re.IGNORECASE)
 INTEGER = re.compile(r"-?[0-9]+")
@@ -162,8 +160,7 @@ def message_from_document(document) -> dict:
     if errors:
         raise BadDocument("; ".join(flatten(errors)))
     # What the API sets at creation: the times default to the time the message was stored.
-    return {**DEFAULTS, "creation_time": event_time, "last_update_time": event_time, **fields,
-            "id": message_id, "event_time": event_time}
+    return new_message(fields, event_time, message_id)
 
 
 def flatten(messages, path: str = ""):
@@ -301,22 +298,8 @@ def store_batch(connection: Connection, batch: list[tuple[int, dict]]) -> BatchR
     return BatchResult(len(inserted), len(new) - len(inserted), sorted(repeated))
 
 
-@cli.cli.command("import-mongo")
-@click.argument("file", type=click.File("rb"))
-@click.option("--jsonArray", "json_array_format", is_flag=True,
-              help="FILE is one JSON array (mongoexport --jsonArray), not JSON lines.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Documents per transaction.")
-def import_mongo(file, json_array_format, batch_size):
-    """Import messages from a mongoexport of the original collection (Extended JSON,
-    canonical or relaxed; JSON lines unless --jsonArray), or from `export`. FILE may be
-    `-` for standard input.
-
-    Each document keeps its ObjectId as the message id and its times, and is validated as
-    the API validates a POST. A message whose id is stored already is skipped, unchanged.
-    Bad documents are reported on stderr with their line number (element index from 0
-    with --jsonArray) and reason; the good ones are stored. Exit code 0: every document
-    imported or skipped; 1: some were bad."""
+def import_mongo(file, json_array_format: bool, batch_size: int) -> None:
+    """Import the documents of `file` (see cli.import_mongo_command)."""
     documents = json_array(file) if json_array_format else json_lines(file)
     progress = Progress("element" if json_array_format else "line")
     # One batch is written (by the writer thread, waiting on the database) while the next
@@ -359,15 +342,8 @@ def import_mongo(file, json_array_format, batch_size):
 
 # --- export -----------------------------------------------------------------------------
 
-@cli.cli.command("export")
-@click.argument("file", type=click.File("wb"))
-@click.option("--organization", help="Only this organization's messages.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Messages read per query.")
-def export(file, organization, batch_size):
-    """Write every message (or one organization's) to FILE (`-`: standard output) as JSON
-    lines, each exactly what GET /ux/common/messenger/sms/{id}/ returns, in id order.
-    `import-mongo` reads it back."""
+def export(file, organization: str | None, batch_size: int) -> None:
+    """Write the messages to `file` (see cli.export_command)."""
     started = time.monotonic()
     count = 0
     with bulk_connection() as connection:

@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import event
 
-from messenger_app.config import Config
-from messenger_app.extensions import make_engine
+from messenger_app.config import from_environment
+from messenger_app.db import make_engine
 from messenger_app.models import Base
 
 config = context.config
@@ -23,7 +23,7 @@ def database_url() -> str:
     return (
         config.attributes.get("url")
         or context.get_x_argument(as_dictionary=True).get("url")
-        or Config.DATABASE_URL
+        or from_environment(os.environ)["DATABASE_URL"]
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, event, make_url, text
 
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
-from messenger_app.extensions import db
+from messenger_app.db import db
 from messenger_app.models import ApiKey
 
 POSTGRES_URL = os.environ.get(

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, text
 
 from conftest import SMS, alembic_config, fresh_database, make_key
 from messenger_app import create_app
-from messenger_app.extensions import db
+from messenger_app.db import db
 from messenger_app.health import SCHEMA_HEAD
 
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"

@@ -11,8 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from conftest import SMS, make_key
 from messenger_app import idempotency
-from messenger_app import message_queries as queries
-from messenger_app.extensions import db
+from messenger_app import queries
+from messenger_app.db import db
 from messenger_app.models import IdempotencyKey
 from test_messages import create, full_message, row_counts, url
 
@@ -212,12 +212,12 @@ def run_during_the_insert(monkeypatch, action):
     real_insert = queries.insert_message
     pending = [action]
 
-    def insert(connection, message):
+    def insert(message):
         if pending:
             thread = threading.Thread(target=pending.pop())
             thread.start()
             thread.join()
-        real_insert(connection, message)
+        real_insert(message)
 
     monkeypatch.setattr(queries, "insert_message", insert)
 
@@ -267,7 +267,7 @@ def test_a_stale_claim_taken_over_is_no_longer_its_first_owners(app, client, acm
     takeover_claimed, slow_finished = threading.Event(), threading.Event()
     takeovers = []
 
-    def insert(connection, message):
+    def insert(message):
         if message["ref_id"] == "slow":
             clock.advance(app.config["IDEMPOTENCY_STALE_SECONDS"] + 1)
             retry.start()
@@ -275,7 +275,7 @@ def test_a_stale_claim_taken_over_is_no_longer_its_first_owners(app, client, acm
         else:
             takeover_claimed.set()
             assert slow_finished.wait(timeout=10)
-        real_insert(connection, message)
+        real_insert(message)
 
     retry = threading.Thread(target=lambda: takeovers.append(app.test_client().post(
         SMS, json={"ref_id": "takeover"}, headers=keyed(acme))))
@@ -389,9 +389,9 @@ def test_a_key_is_free_again_after_its_connection_was_lost_mid_write(postgres_ap
     client, headers = postgres_app.test_client(), make_key(postgres_app, "lost-connection")
     real_insert = queries.insert_message
 
-    def dying_insert(connection, fields):
-        connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
-        real_insert(connection, fields)
+    def dying_insert(message):
+        db.connection().execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        real_insert(message)
 
     with monkeypatch.context() as patched:
         patched.setattr(queries, "insert_message", dying_insert)

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from conftest import SMS
-from messenger_app.extensions import db
+from messenger_app.db import db
 from test_messages import create
 
 

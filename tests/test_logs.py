@@ -19,7 +19,7 @@ def test_every_response_carries_a_request_id(client, acme):
 def test_a_500_is_logged_with_its_request_id_and_shows_nothing(app, client, acme, monkeypatch,
                                                                caplog):
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
-    monkeypatch.setattr("messenger_app.message_queries.message_from_row",
+    monkeypatch.setattr("messenger_app.queries.decode",
                         lambda row: 1 / 0)
     client.post(SMS, json={}, headers=acme)
 

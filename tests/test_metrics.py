@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SMS, at_once, http, make_key, wait_until_serving
 from messenger_app import create_app
-from messenger_app.extensions import db
+from messenger_app.db import db
 from test_messages import create, url
 
 LIST = ("/ux/common/messenger/sms/", "GET", "200")

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 
 from conftest import SMS
 from messenger_app import create_app
-from messenger_app import message_queries as queries
+from messenger_app import queries
 from messenger_app.config import PROJECT_ROOT
 from test_health import CLOSED_PORT_URL
 from test_messages import create

@@ -13,7 +13,7 @@ from sqlalchemy.exc import ProgrammingError
 from conftest import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
-from messenger_app.extensions import db
+from messenger_app.db import db
 
 EMPTY = {"keys": None, "values": None, "queryparam": False}
 

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import SMS, assert_refused_from_now_on
-from messenger_app.extensions import db
+from messenger_app.db import db
 from test_messages import create, full_message, url
 
 
@@ -27,7 +27,7 @@ def warm(client, acme):
 ])
 def test_a_list_costs_one_statement_whatever_its_size(
         client, acme, warm, count_statements, key_lookups, query):
-    """The page, with its count in the same statement (see message_queries.read_page)."""
+    """The page, with its count in the same statement (see queries.read_page)."""
     with count_statements() as counted:
         response = client.get(f"{SMS}?{query}", headers=acme)
         assert response.status_code == 200 and response.get_json()  # read while counting
@@ -116,6 +116,6 @@ def test_an_idempotency_key_adds_two_statements_to_a_create(
 
 def test_request_connections_run_without_jit(postgres_app):
     """JIT compiling a list query guessed costly took 100 ms to save nothing (see
-    extensions.make_engine)."""
+    db.make_engine)."""
     with postgres_app.test_request_context():
         assert db.connection().exec_driver_sql("SHOW jit").scalar() == "off"

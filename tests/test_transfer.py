@@ -11,7 +11,7 @@ from sqlalchemy import text
 from conftest import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
-from messenger_app.extensions import db
+from messenger_app.db import db
 from test_messages import full_message, row_counts, url
 
 

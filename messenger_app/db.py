@@ -1,47 +1,79 @@
-"""The database: one engine per app, one autocommit connection per request (from the
-engine's pool, given back at teardown), and `transaction()` for writes of several
-statements."""
+"""The database: one engine per app, and each request's database work. A request takes a
+connection from the engine's pool when it first needs one (`db.connection()`) and gives it
+back at teardown. The connection is in autocommit mode: a read, or a write of one
+statement, commits as it runs, with no BEGIN/COMMIT round trips. A write view runs inside
+`db.write()` (see idempotency.write_once): statements that must commit together run on
+`db.atomic()`, in one transaction that `write()` commits once, at its end. Nothing else in
+the service begins or commits a request's transaction. Commands use an ORM session."""
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flask import current_app, g
+from flask import Flask, current_app, g
 from sqlalchemy import Connection, create_engine, event, make_url
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import ServiceUnavailable
-
-from .openapi import api
 
 log = logging.getLogger(__name__)
 
 
 class Database:
-    """One engine per app (so per process). A request takes a connection from its pool
-    when it first needs one and gives it back at teardown, however it is served (one
-    request a worker, or many at once). The connection is in autocommit mode, so reads
-    cost no BEGIN/ROLLBACK round trips; see `transaction()` for writes of several
-    statements. Commands use an ORM session."""
+    """The request's unit of database work; `db` is the one instance."""
 
-    def init_app(self, app) -> None:
+    def init_app(self, app: Flask) -> None:
         app.extensions["database"] = make_engine(
             app.config["DATABASE_URL"], app.config["DATABASE_CONNECT_TIMEOUT"],
             app.config["DATABASE_STATEMENT_TIMEOUT"], isolation_level="AUTOCOMMIT")
         app.teardown_appcontext(self._end_request)
-        app.register_error_handler(OperationalError, database_unavailable)
-        app.register_error_handler(PoolTimeout, database_unavailable)  # every connection busy
 
     @property
     def engine(self) -> Engine:
         return current_app.extensions["database"]
 
     def connection(self) -> Connection:
+        """The request's connection: each statement commits as it runs, unless `atomic()`
+        has put it in the write's transaction."""
         if "db_connection" not in g:
             g.db_connection = self.engine.connect()
         return g.db_connection
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """The request's write: what ran on `atomic()` inside commits when it ends, or is
+        rolled back if it raises. One a request."""
+        if "db_write" in g:
+            raise RuntimeError("A request has one write.")
+        g.db_write = None  # its transaction, once atomic() has begun it
+        try:
+            yield
+            if g.db_write is not None:
+                g.db_write.commit()
+        finally:
+            transaction = g.pop("db_write")
+            if transaction is not None:
+                self._end_transaction(transaction)
+
+    def atomic(self) -> Connection:
+        """The request's connection in its write's transaction, begun now if it was not yet:
+        every statement from here to the end of the write commits with the others, at that
+        end. (What ran before, on `connection()`, has committed already.)"""
+        if "db_write" not in g:
+            raise RuntimeError("atomic() is for a write: within db.write().")
+        connection = self.connection()
+        if g.db_write is None:
+            connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
+            connection.execution_options(isolation_level=connection.default_isolation_level)
+            g.db_write = connection.begin()
+        return connection
+
+    @staticmethod
+    def _end_transaction(transaction) -> None:
+        connection = transaction.connection
+        if transaction.is_active:
+            transaction.rollback()
+        if not connection.invalidated:  # a lost connection is replaced at teardown
+            connection.execution_options(isolation_level="AUTOCOMMIT")
 
     @staticmethod
     def hand_over_connection() -> Connection:
@@ -51,6 +83,7 @@ class Database:
 
     @property
     def session(self) -> Session:
+        """An ORM session for commands (the `flask` CLI), closed with the app context."""
         if "db_session" not in g:
             g.db_session = Session(self.engine, expire_on_commit=False)
         return g.db_session
@@ -61,34 +94,6 @@ class Database:
             owned = g.pop(name, None)
             if owned is not None:
                 owned.close()  # back to the pool (a lost connection is discarded)
-
-
-@contextmanager
-def transaction(connection: Connection) -> Iterator[Connection]:
-    """Make the statements run on a request's autocommit connection commit together. Inside
-    another `transaction()` (an idempotent write), they join it."""
-    if connection.get_execution_options().get("isolation_level", "AUTOCOMMIT") != "AUTOCOMMIT":
-        yield connection
-        return
-    connection.commit()  # ends SQLAlchemy's autobegun autocommit "transaction"; no I/O
-    connection.execution_options(isolation_level=connection.default_isolation_level)
-    try:
-        with connection.begin():
-            yield connection
-    finally:
-        if not connection.invalidated:  # a lost connection is replaced at teardown
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-
-
-def database_unavailable(error: OperationalError):
-    """503, in the API's JSON, when the database can't be reached or gives up (connection
-    refused or lost, timeouts, SQLite busy, no free connection in the pool); the details go
-    to the log only."""
-    log.error("Database unavailable: %s", getattr(error, "orig", error), exc_info=error)
-    response = api.handle_http_exception(ServiceUnavailable(
-        "The database can't be reached just now; try again shortly."))
-    body, code, headers = response
-    return body, code, {**headers, "Retry-After": "1"}
 
 
 def make_engine(url: str, connect_timeout: int | None = None,

@@ -1,5 +1,6 @@
-"""The flask-smorest Api: JSON error bodies, the OpenAPI document's errors, and Swagger UI
-at /docs served from a package (no CDN)."""
+"""The flask-smorest Api: JSON error bodies (the database's 503 too), the OpenAPI
+document's errors, and Swagger UI at /docs served from a package (no CDN)."""
+import logging
 from copy import deepcopy
 from http import HTTPStatus
 
@@ -7,11 +8,15 @@ import flask_smorest
 from flask import send_from_directory
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, fields
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .schemas import ConfiguredLength
 
+log = logging.getLogger(__name__)
 
 FIELD_ERRORS_REF = {"$ref": "#/components/schemas/FieldErrors"}
 # Field errors by field, parameter or header: a list of messages, or for a nested object or
@@ -141,6 +146,8 @@ class Api(flask_smorest.Api):
         # every app (Config's), the first document served would show through all others.
         app.config["API_SPEC_OPTIONS"] = deepcopy(app.config.get("API_SPEC_OPTIONS", {}))
         super().init_app(app, **kwargs)
+        app.register_error_handler(OperationalError, self.database_unavailable)
+        app.register_error_handler(PoolTimeout, self.database_unavailable)  # all connections busy
 
     def _init_spec(self, **kwargs):
         super()._init_spec(**kwargs)
@@ -162,6 +169,15 @@ class Api(flask_smorest.Api):
         blueprint.add_url_rule("/docs/assets/<path:filename>", endpoint="swagger_ui_assets",
                                view_func=swagger_ui_asset)
 
+    def database_unavailable(self, error: OperationalError | PoolTimeout):
+        """503, when the database can't be reached or gives up (connection refused or
+        lost, timeouts, SQLite busy, no free connection in the pool); the details go to the
+        log only."""
+        log.error("Database unavailable: %s", getattr(error, "orig", error), exc_info=error)
+        body, code, headers = self.handle_http_exception(ServiceUnavailable(
+            "The database can't be reached just now; try again shortly."))
+        return body, code, {**headers, "Retry-After": "1"}
+
     def handle_http_exception(self, error):
         payload, code, headers = super().handle_http_exception(error)
         message = payload.pop("message", None) or (
@@ -177,8 +193,3 @@ class Api(flask_smorest.Api):
 def swagger_ui_asset(filename: str):
     """Swagger UI's scripts and styles, from the swagger-ui-bundle package."""
     return send_from_directory(swagger_ui_path, filename)
-
-
-# Each app has an Api of its own (create_app); this one, bound to none, answers the errors
-# raised outside the views (extensions.database_unavailable) in the same JSON.
-api = Api()

@@ -1,11 +1,10 @@
-"""The SQL behind the messages resource, run on the request's autocommit connection.
-
-A read is one statement: each message as one JSON value, its attachment ids and key/value
-objects aggregated by correlated subqueries. A write is one statement where it can be
-(atomic on its own), else one transaction of a few."""
+"""The SQL behind the messages resource. A read is one statement: each message as one
+JSON value (message_json), its attachment ids and key/value objects aggregated by
+correlated subqueries. A write is one statement where it can be, atomic on its own; where
+it can't, its statements run on `db.atomic()`, so they commit together with the rest of
+the request's write (db.Database.write). Nothing here commits."""
 import operator
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from functools import cache
 from itertools import chain
 from typing import NamedTuple
@@ -13,82 +12,23 @@ from typing import NamedTuple
 import orjson
 import psycopg
 from sqlalchemy import (
-    Boolean, Connection, Select, bindparam, delete, func, insert, literal_column, select, text,
-    update,
+    Connection, Select, bindparam, delete, func, insert, select, text, update,
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
-from .extensions import transaction
-from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message, UTCDateTime
-from .schemas import MESSAGE_FIELDS, render_message
+from .db import db
+from .message_json import SCALAR_FIELDS, MessageJSON, decode
+from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message
 
 messages = Message.__table__
 attachments = Attachment.__table__
 key_values = KeyValue.__table__
 m = messages.alias("m")
 
-SCALAR_FIELDS = tuple(name for name in MESSAGE_FIELDS if name in messages.c)
 FIELD_CHANNELS = {field: channel for channel, field in CHANNEL_FIELDS.items()}
 COMPARISONS = {"": operator.eq, "gte": operator.ge, "gt": operator.gt, "lte": operator.le,
                "lt": operator.lt}
-
-# Each message as one JSON array: its columns in the schema's order, then its attachment
-# ids and its key/value objects ([channel, keys, values, queryparam]), in order. One column
-# costs the driver and SQLAlchemy far less than twenty-three. {table} is the table (or
-# alias) the message is read from.
-MESSAGE_JSON_SQL = {
-    "postgresql": (
-        "json_build_array({columns},"
-        " (SELECT json_agg(a.attachment_id ORDER BY a.ordinal)"
-        " FROM message_attachments a WHERE a.message_id = {table}.id),"
-        " (SELECT json_agg(json_build_array(k.channel, k.keys_text, k.values_text, k.queryparam)"
-        " ORDER BY k.channel, k.ordinal)"
-        " FROM message_key_values k WHERE k.message_id = {table}.id))::text"
-    ),
-    "sqlite": (  # SQLite before 3.44 has no ORDER BY inside an aggregate
-        "json_array({columns},"
-        " json((SELECT json_group_array(attachment_id) FROM (SELECT attachment_id"
-        " FROM message_attachments WHERE message_id = {table}.id ORDER BY ordinal))),"
-        " json((SELECT json_group_array(json_array(channel, keys_text, values_text, queryparam))"
-        " FROM (SELECT * FROM message_key_values WHERE message_id = {table}.id"
-        " ORDER BY channel, ordinal))))"
-    ),
-}
-BOOLEAN_COLUMNS = tuple(name for name in SCALAR_FIELDS
-                        if isinstance(messages.c[name].type, Boolean))
-DATE_TIME_COLUMNS = tuple(name for name in SCALAR_FIELDS
-                          if isinstance(messages.c[name].type, UTCDateTime))
-
-
-def message_column(dialect: str, source=m):
-    """The column that `message_from_row` turns into a message, read from `source`."""
-    columns = ", ".join(f"{source.name}.{name}" for name in SCALAR_FIELDS)
-    return literal_column(MESSAGE_JSON_SQL[dialect].format(columns=columns, table=source.name))
-
-
-def message_from_row(row) -> dict:
-    *scalars, attachment_ids, children = orjson.loads(row[0])
-    values = dict(zip(SCALAR_FIELDS, scalars))
-    for name in BOOLEAN_COLUMNS:  # SQLite's JSON has 0 and 1
-        values[name] = bool(values[name])
-    for name in DATE_TIME_COLUMNS:  # ISO 8601 text; SQLite's has no offset, and is UTC
-        if values[name] is not None:
-            values[name] = as_utc(datetime.fromisoformat(values[name]))
-    values["attachment_ids"] = attachment_ids or []
-    values.update(dict.fromkeys(FIELD_CHANNELS))
-    read_map = values["message_read_map"] = []
-    for channel, keys, values_text, queryparam in children or ():
-        item = {"keys": keys, "values": values_text, "queryparam": bool(queryparam)}
-        if channel == "read_map":
-            read_map.append(item)
-        else:
-            values[CHANNEL_FIELDS[channel]] = item
-    return render_message(values)
-
-
-def as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 # --- Scope, filters, order --------------------------------------------------------------
@@ -129,17 +69,17 @@ def order_by(table, terms: Iterable[tuple[str, bool]]) -> list:
 # --- Reads ------------------------------------------------------------------------------
 
 @cache
-def read_message_statement(dialect: str, scoped: bool) -> Select:
-    statement = select(message_column(dialect), m.c.row_version)
+def read_message_statement(scoped: bool) -> Select:
+    statement = select(MessageJSON(m), m.c.row_version)
     return with_scope(statement.where(m.c.id == bindparam("message_id")), m, scoped)
 
 
 def read_message(connection: Connection, message_id: str,
                  organization: str | None) -> tuple[dict, int] | None:
     """The message and its row_version, or None."""
-    statement = read_message_statement(connection.dialect.name, organization is not None)
+    statement = read_message_statement(organization is not None)
     row = connection.execute(statement, {"message_id": message_id, "scope": organization}).first()
-    return None if row is None else (message_from_row(row), row.row_version)
+    return None if row is None else (decode(row[0]), row.row_version)
 
 
 def matching(columns, filters: dict, organization: str | None) -> Select:
@@ -183,7 +123,7 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
     page = select(chosen, func.count().over().label("page_rows"),
                   func.nth_value(chosen.c.id, page_size).over(**whole).label("last_id"),
                   ).subquery("page")
-    columns = [message_column(connection.dialect.name), page.c.page_rows, page.c.last_id]
+    columns = [MessageJSON(m), page.c.page_rows, page.c.last_id]
     if count_limit is not None:
         columns.append(counted(filters, organization, count_limit).scalar_subquery())
     statement = ordered(select(*columns).select_from(page.join(m, m.c.id == page.c.id)), page,
@@ -198,6 +138,30 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
                 page_messages(first, rows, page_size))
 
 
+def read_page_and_count(connection: Connection, filters: dict, organization: str | None,
+                        terms: list[tuple[str, bool]], page_size: int, offset: int,
+                        count_limit: int) -> tuple[Page, int | None]:
+    """A page of a numbered list, and how many messages match: None past `count_limit`
+    (or past the page's end, if that is further), since counting all matches would cost
+    more than the page itself on a large table. Within the limit the page's statement
+    counts too. Past it, the page (read with one message more) tells: when the list ends on
+    it, that gives the count, and when more follow, that there are too many to count; only
+    a page past the end has a count to make."""
+    enough = max(count_limit, offset + page_size)
+    shallow = offset + page_size < count_limit
+    page = read_page(connection, filters, organization, terms, page_size, offset,
+                     enough + 1 if shallow else None)
+    if page.matches is not None:
+        counted = page.matches
+    elif page.more:
+        counted = enough + 1
+    elif page.rows or not offset:
+        counted = offset + page.rows
+    else:
+        counted = count_messages(connection, filters, organization, enough + 1)
+    return page, counted if counted <= enough else None
+
+
 def page_messages(first, rows: Iterator, page_size: int) -> Iterator[dict]:
     """The messages of `first` and the rows after it, `page_size` in all; the one after
     them is read and dropped. Closed early, it closes the stream (psycopg then cancels its
@@ -205,7 +169,7 @@ def page_messages(first, rows: Iterator, page_size: int) -> Iterator[dict]:
     try:
         for n, row in enumerate(chain([first], rows)):
             if n < page_size:
-                yield message_from_row(row)
+                yield decode(row[0])
     finally:
         rows.close()
 
@@ -280,14 +244,14 @@ def with_versions(statement, guarded: bool):
 
 
 @cache
-def update_statement(dialect: str, scoped: bool, guarded: bool, return_message: bool):
+def update_statement(scoped: bool, guarded: bool, return_message: bool):
     """UPDATE messages SET <the parameters' columns>, row_version + 1 WHERE id = :message_id
     [AND scope] [AND row_version IN :versions], returning the message or only its id."""
     statement = update(messages).where(messages.c.id == bindparam("message_id"))
     statement = with_versions(with_scope(statement, messages, scoped), guarded)
     statement = statement.values(row_version=messages.c.row_version + 1)
     if return_message:
-        return statement.returning(message_column(dialect, messages), messages.c.row_version)
+        return statement.returning(MessageJSON(messages), messages.c.row_version)
     return statement.returning(messages.c.id)
 
 
@@ -352,17 +316,18 @@ INSERT_MESSAGE_POSTGRESQL = text(
 ).bindparams(*(bindparam(name, type_=messages.c[name].type) for name in SCALAR_FIELDS))
 
 
-def insert_message(connection: Connection, fields: dict) -> None:
-    """Insert a complete message: `fields` has every field of the schema."""
-    row = {name: fields[name] for name in SCALAR_FIELDS}
+def insert_message(message: dict) -> None:
+    """Insert a complete message (message_json.new_message's), in the request's write."""
+    row = {name: message[name] for name in SCALAR_FIELDS}
+    connection = db.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(INSERT_MESSAGE_POSTGRESQL, {
-            **row, "attachment_items": orjson.dumps(fields["attachment_ids"]).decode(),
-            "key_value_items": orjson.dumps(key_value_rows(fields)).decode()})
+            **row, "attachment_items": orjson.dumps(message["attachment_ids"]).decode(),
+            "key_value_items": orjson.dumps(key_value_rows(message)).decode()})
         return
-    with transaction(connection):
-        connection.execute(INSERT_MESSAGE, row)
-        replace_children(connection, fields["id"], fields, existing=False)
+    connection = db.atomic()
+    connection.execute(INSERT_MESSAGE, row)
+    replace_children(connection, message["id"], message, existing=False)
 
 
 # Bulk loads insert only the messages whose id is not stored yet, and learn which went in.
@@ -396,31 +361,30 @@ def changes_children(fields: dict) -> bool:
     return any(field in fields for field in ("attachment_ids", *FIELD_CHANNELS))
 
 
-def update_message(connection: Connection, message_id: str, fields: dict,
-                   organization: str | None, versions: list[int] | None = None,
-                   ) -> tuple[dict, int] | None:
-    """Set the fields sent; return the message and its new row_version, or None when there
-    is no such message (or, given `versions`, its row_version is none of them). The UPDATE
-    comes first: it finds (and locks) the row before any child row changes."""
+def update_message(message_id: str, fields: dict, organization: str | None,
+                   versions: list[int] | None = None) -> tuple[dict, int] | None:
+    """Set the fields sent, in the request's write; return the message and its new
+    row_version, or None when there is no such message (or, given `versions`, its
+    row_version is none of them). The UPDATE comes first: it finds (and locks) the row
+    before any child row changes."""
     params = {name: value for name, value in fields.items() if name in messages.c}
     params |= {"message_id": message_id, "scope": organization, "versions": versions}
     children = changes_children(fields)
-    statement = update_statement(connection.dialect.name, organization is not None,
-                                 versions is not None, not children)
+    statement = update_statement(organization is not None, versions is not None, not children)
     if not children:  # one UPDATE ... RETURNING the message
-        row = connection.execute(statement, params).first()
-        return None if row is None else (message_from_row(row), row.row_version)
-    with transaction(connection):
-        if connection.execute(statement, params).first() is None:
-            return None
-        replace_children(connection, message_id, fields, existing=True)
-        return read_message(connection, message_id, None)
+        row = db.connection().execute(statement, params).first()
+        return None if row is None else (decode(row[0]), row.row_version)
+    connection = db.atomic()
+    if connection.execute(statement, params).first() is None:
+        return None
+    replace_children(connection, message_id, fields, existing=True)
+    return read_message(connection, message_id, None)
 
 
-def delete_message(connection: Connection, message_id: str, organization: str | None,
+def delete_message(message_id: str, organization: str | None,
                    versions: list[int] | None = None) -> bool:
-    """Delete a message (given `versions`, only at one of them); its child rows go with it
-    (ON DELETE CASCADE)."""
+    """Delete a message (given `versions`, only at one of them), in the request's write; its
+    child rows go with it (ON DELETE CASCADE): one statement."""
     statement = delete_statement(organization is not None, versions is not None)
     params = {"message_id": message_id, "scope": organization, "versions": versions}
-    return connection.execute(statement, params).rowcount > 0
+    return db.connection().execute(statement, params).rowcount > 0

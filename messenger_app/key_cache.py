@@ -1,0 +1,107 @@
+"""API key lookups, cached in each process on PostgreSQL and emptied by NOTIFY."""
+import hashlib
+import logging
+import os
+import threading
+import time
+from select import select as select_fds
+
+import psycopg
+from sqlalchemy import Row, bindparam, select
+
+from .db import db
+from .models import ApiKey
+
+log = logging.getLogger(__name__)
+
+KEYS_BY_PREFIX = (
+    select(ApiKey.id, ApiKey.organization, ApiKey.all_organizations, ApiKey.key_salt,
+           ApiKey.key_digest)
+    .where(ApiKey.key_prefix == bindparam("prefix"), ApiKey.revoked_at.is_(None))
+)
+
+
+class KeyCache:
+    """Key lookups cached in each process, on PostgreSQL. A trigger NOTIFYs
+    `api_keys_changed` on every change to api_keys (migration 0003); each process LISTENs
+    on a connection of its own and empties its cache whenever told, so a revoked key is
+    refused as soon as the notification arrives, without a query per request. A cached
+    lookup is also used for `max_age` seconds at most, so a revoked key is refused within
+    that whatever happens to the listening connection (a firewall that silently drops it
+    loses the notification for good). While not listening (SQLite; the listening
+    connection lost), it does not cache."""
+
+    CHANNEL = "api_keys_changed"
+    RETRY_SECONDS = 5.0
+    # libpq: notice a dead peer of the idle listening connection within seconds, and give
+    # up on data the network no longer acknowledges (the LISTEN of a reconnection).
+    LIVENESS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
+                "keepalives_count": 3, "tcp_user_timeout": 5000}
+
+    def __init__(self, max_age: float, connect_timeout: int) -> None:
+        self.max_age = max_age
+        self.connect_timeout = connect_timeout
+        self.keys: dict[bytes, tuple[Row, float]] = {}  # by the secret's digest: when looked up
+        self.lock = threading.Lock()  # the listening connection is shared by the threads
+        self.listener = None
+        self.pid = None
+        self.next_attempt = 0.0
+
+    def lookup(self, secret: str) -> Row | None:
+        cache_key = hashlib.sha256(secret.encode()).digest()  # the secret itself isn't kept
+        now = time.monotonic()
+        with self.lock:
+            listening = self._listen()
+            cached = self.keys.get(cache_key) if listening and not self._drain() else None
+        if cached is not None and now - cached[1] < self.max_age:
+            return cached[0]
+        key = self._query(secret)
+        with self.lock:  # cache it only if nothing changed while we looked
+            if key is not None and listening and not self._drain():
+                self.keys[cache_key] = (key, now)
+        return key
+
+    @staticmethod
+    def _query(secret: str) -> Row | None:
+        candidates = db.connection().execute(KEYS_BY_PREFIX, {"prefix": ApiKey.prefix(secret)})
+        return next((key for key in candidates
+                     if ApiKey.matches(key.key_salt, key.key_digest, secret)), None)
+
+    def _listen(self) -> bool:
+        """Whether this process is listening; (re)connects now and then if not."""
+        if self.listener is not None and self.pid == os.getpid():
+            return True
+        if db.engine.dialect.name != "postgresql" or time.monotonic() < self.next_attempt:
+            return False
+        self.next_attempt = time.monotonic() + self.RETRY_SECONDS
+        try:
+            url = db.engine.url.set(drivername="postgresql")
+            listener = psycopg.connect(url.render_as_string(hide_password=False),
+                                       autocommit=True, connect_timeout=self.connect_timeout,
+                                       **self.LIVENESS)
+            listener.execute(f"LISTEN {self.CHANNEL}")
+        except Exception:  # noqa: BLE001 - no cache until the database answers again
+            log.warning("Can't listen for API key changes; keys are looked up each time.",
+                        exc_info=True)
+            return False
+        self.listener, self.pid = listener, os.getpid()
+        self.keys.clear()
+        return True
+
+    def _drain(self) -> bool:
+        """Read pending notifications, emptying the cache if there were any or if the
+        listening connection is lost. Returns whether it emptied the cache. It reads for as
+        long as there is something to read: a backend that was killed sends its goodbye
+        first, and only the read after that finds the connection closed."""
+        try:
+            changed = self.listener is None
+            while not changed:
+                changed = any(self.listener.notifies(timeout=0))
+                if not select_fds([self.listener.fileno()], [], [], 0)[0]:
+                    break
+        except psycopg.Error:
+            self.listener = None
+            changed = True
+        if changed:
+            self.keys.clear()
+        return changed
