@@ -4,6 +4,7 @@ import os
 from collections.abc import Mapping
 
 from flask import Flask, Response
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -22,6 +23,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.config.update(from_environment(os.environ))
     app.config.update(derived_limits({**app.config, **config}))
     app.config.update(config)
+    assert isinstance(app.json, DefaultJSONProvider)
     app.json.sort_keys = False  # the contract fixes the order of a message's keys
     # A path without its trailing slash (or with a doubled one) is served or a JSON 404:
     # werkzeug's redirects to the right one have HTML bodies, and a Location from Host.
@@ -50,7 +52,8 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.after_request(no_content_type_without_content)
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        proxied = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        app.wsgi_app = proxied  # type: ignore[method-assign]  # as Flask's docs do
     return app
 
 

@@ -1,8 +1,10 @@
 """The flask-smorest Api: JSON error bodies (the database's 503 too), the OpenAPI
 document's errors, and Swagger UI at /docs served from a package (no CDN)."""
 import logging
+from collections.abc import Callable
 from copy import deepcopy
 from http import HTTPStatus
+from typing import NoReturn, cast
 
 import flask_smorest
 from flask import send_from_directory
@@ -17,6 +19,10 @@ from werkzeug.http import HTTP_STATUS_CODES
 from .schemas import ConfiguredLength
 
 log = logging.getLogger(__name__)
+
+# flask-smorest's abort (the error body's `message`, `errors`, `headers` from its keywords),
+# typed as what it is: it never returns.
+abort = cast(Callable[..., NoReturn], flask_smorest.abort)
 
 FIELD_ERRORS_REF = {"$ref": "#/components/schemas/FieldErrors"}
 # Field errors by field, parameter or header: a list of messages, or for a nested object or

@@ -1,7 +1,8 @@
 """Who is calling: a request's API key (401 without a valid one), and what it may reach."""
 from flask import current_app, g, request
-from flask_smorest import abort
 from sqlalchemy import Row
+
+from .api import abort
 
 # Besides the bare key (as the original service took it), these scheme words, in any case.
 SCHEMES = {"token", "bearer", "api-key"}

@@ -12,15 +12,17 @@ Keys that name no field are kept as they are, so that the schema refuses them by
 import io
 import re
 from contextlib import suppress
+from typing import Any
 
 import orjson
 from flask import g, request
-from flask_smorest import abort
 from gunicorn.http.errors import ParseException
 from marshmallow import Schema, fields
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from .api import abort
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CONTENT_TYPES = ("application/json", *FORM_TYPES)
@@ -90,18 +92,19 @@ def read_form(schema: Schema) -> dict:
     parser = request.make_form_data_parser()  # with the app's limits (413 past them)
     parser.silent = False
     try:
-        _, form, files = parser.parse(io.BytesIO(body), request.mimetype, len(body),
-                                      request.mimetype_params)
+        _, values, files = parser.parse(io.BytesIO(body), request.mimetype, len(body),
+                                        request.mimetype_params)
     except ValueError:
         abort(400, message=f"The body is not valid {request.mimetype}.")
-    form = MultiDict(form)
+    form: MultiDict[str, Any] = MultiDict(values)
     for name, upload in files.items(multi=True):
         form.add(name, upload)
     return fields_from_form(schema, form)
 
 
 def fields_from_form(schema: Schema, form: MultiDict) -> dict:
-    data, claimed = {}, set()
+    data: dict[str, Any] = {}
+    claimed: set[str] = set()
     for name, field in schema.fields.items():
         if field.dump_only:
             continue
@@ -143,15 +146,16 @@ def list_from_indexed(form: MultiDict, inner: fields.Field,
                       indexed: dict[str, tuple[int, str]]) -> list:
     """DRF's parse_html_list: a `name[N]` key is an item, `name[N]key` keys make an object
     item; in index order, gaps closed."""
-    items: dict[int, object] = {}
+    items: dict[int, str | MultiDict] = {}
     for key, (index, rest) in indexed.items():
         value = form.getlist(key)[-1]
         if not rest:
             items[index] = value
         else:
-            if not isinstance(items.get(index), MultiDict):
-                items[index] = MultiDict()
-            items[index][rest] = value
+            item = items.get(index)
+            if not isinstance(item, MultiDict):
+                item = items[index] = MultiDict()
+            item[rest] = value
     return [item_from_form(inner, items[index]) for index in sorted(items)]
 
 

@@ -104,7 +104,7 @@ def make_engine(url: str, connect_timeout: int | None = None,
     stale, say) and took 100 ms to save nothing on statements that run in a few. Sessions
     are in UTC whatever the server's time zone: date-times come back as UTC text, which
     Python can always read (9999-12-31 in UTC would be year 10000 in Berlin)."""
-    connect_args = {}
+    connect_args: dict[str, str | int] = {}
     if url.startswith("postgresql"):
         settings = ["-c jit=off", "-c timezone=UTC"]
         if connect_timeout:

@@ -2,14 +2,14 @@
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from .api import ErrorSchema, abort
 from .config import PROJECT_ROOT
 from .db import db
-from .api import ErrorSchema
 
 blp = Blueprint("health", __name__, description="Liveness and readiness.")
 SCHEMA_HEAD = ScriptDirectory.from_config(

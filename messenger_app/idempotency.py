@@ -23,20 +23,21 @@ import functools
 import hashlib
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import NoReturn
 
 import orjson
 from flask import Response, current_app, request
-from flask_smorest import abort
 from sqlalchemy import Connection, and_, bindparam, delete, not_, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import bodies
+from .api import abort
 from .auth import current_key, key_scope
 from .db import db
-from .models import IdempotencyKey
+from .models import idempotency_keys
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ REPLAYED_HEADER = {REPLAYED: {
                    "Idempotency-Key (nothing was applied this time); absent otherwise.",
     "schema": {"type": "string", "enum": ["true"]}}}
 
-keys = IdempotencyKey.__table__
+keys = idempotency_keys
 SAME_KEY = and_(keys.c.scope == bindparam("owner"), keys.c.idempotency_key == bindparam("key"))
 OURS = and_(SAME_KEY, keys.c.created_at == bindparam("claimed_at"))
 # Bound parameter names differ from column names: SQLAlchemy would take those for values.
@@ -86,7 +87,7 @@ RELEASE = delete(keys).where(OURS)
 
 def now() -> datetime:
     """The time claims are made and compared at, to the microsecond (it names a claim)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @cache
@@ -94,15 +95,15 @@ def claim_statement(dialect: str):
     """INSERT the claim; over an expired row or a stale claim, take it over; RETURNING a
     row only if the claim is ours. On PostgreSQL, expired rows are purged in the same
     statement (a data-modifying CTE)."""
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    statement = insert(keys).values(
+    insert = postgresql.insert(keys) if dialect == "postgresql" else sqlite.insert(keys)
+    statement = insert.values(
         scope=bindparam("owner"), idempotency_key=bindparam("key"),
         request_method=bindparam("method"), request_path=bindparam("path"),
         body_digest=bindparam("digest"), state="in_flight", created_at=bindparam("now"),
         expires_at=bindparam("expires"))
     taken_over = ("request_method", "request_path", "body_digest", "state", "created_at",
                   "expires_at")
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[keys.c.scope, keys.c.idempotency_key],
         set_={**{name: statement.excluded[name] for name in taken_over},
               "response_status": None, "response_headers": None, "response_body": None},
@@ -111,8 +112,8 @@ def claim_statement(dialect: str):
                        keys.c.created_at <= bindparam("stale_before"))),
     ).returning(keys.c.created_at)
     if dialect == "postgresql":
-        statement = statement.add_cte(PURGE.cte("expired"))
-    return statement
+        return upsert.add_cte(PURGE.cte("expired"))
+    return upsert
 
 
 def write_once(view):
@@ -245,7 +246,7 @@ def answer_repeat(stored, params: dict) -> Response:
     return response
 
 
-def still_running():
+def still_running() -> NoReturn:
     abort(409, message=f"A request with this {HEADER} is still running; retry shortly.",
           headers={"Retry-After": "1"})
 

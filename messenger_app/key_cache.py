@@ -5,6 +5,7 @@ import os
 import threading
 import time
 from select import select as select_fds
+from typing import Any
 
 import psycopg
 from sqlalchemy import Row, bindparam, select
@@ -35,7 +36,7 @@ class KeyCache:
     RETRY_SECONDS = 5.0
     # libpq: notice a dead peer of the idle listening connection within seconds, and give
     # up on data the network no longer acknowledges (the LISTEN of a reconnection).
-    LIVENESS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
+    LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
                 "keepalives_count": 3, "tcp_user_timeout": 5000}
 
     def __init__(self, max_age: float, connect_timeout: int) -> None:
@@ -43,8 +44,8 @@ class KeyCache:
         self.connect_timeout = connect_timeout
         self.keys: dict[bytes, tuple[Row, float]] = {}  # by the secret's digest: when looked up
         self.lock = threading.Lock()  # the listening connection is shared by the threads
-        self.listener = None
-        self.pid = None
+        self.listener: psycopg.Connection | None = None
+        self.pid: int | None = None
         self.next_attempt = 0.0
 
     def lookup(self, secret: str) -> Row | None:
@@ -94,10 +95,11 @@ class KeyCache:
         long as there is something to read: a backend that was killed sends its goodbye
         first, and only the read after that finds the connection closed."""
         try:
-            changed = self.listener is None
-            while not changed:
-                changed = any(self.listener.notifies(timeout=0))
-                if not select_fds([self.listener.fileno()], [], [], 0)[0]:
+            listener = self.listener
+            changed = listener is None
+            while listener is not None and not changed:
+                changed = any(listener.notifies(timeout=0))
+                if not select_fds([listener.fileno()], [], [], 0)[0]:
                     break
         except psycopg.Error:
             self.listener = None

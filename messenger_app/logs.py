@@ -7,7 +7,7 @@ import re
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from flask import Flask, g, has_request_context, request
@@ -74,7 +74,7 @@ class JSONFormatter(logging.Formatter):
     fields for request lines, and the traceback of an error."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+        line = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(),
                 "level": record.levelname, "logger": record.name,
                 "message": record.getMessage(), "request_id": getattr(record, "request_id", "-"),
                 **getattr(record, "http", {})}

@@ -3,7 +3,7 @@
 builds one JSON array a message (`MessageJSON`, per dialect, from SQLAlchemy constructs),
 and `decode` turns it into the API's keys. One column costs the driver and SQLAlchemy far
 less than twenty-three."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,7 +12,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message, UTCDateTime
+from .models import CHANNEL_FIELDS, UTCDateTime, attachments, key_values, messages
 
 # The contract's keys, in its order (the schemas declare them in the same order).
 FIELDS = (
@@ -22,9 +22,6 @@ FIELDS = (
     "last_update_time", "is_deleted", "is_assignee_read", "message_read_map", "customer_id",
     "customer_entity_id", "is_description", "email_data", "sms_data", "api_data", "beep_data",
 )
-messages = Message.__table__
-attachments = Attachment.__table__
-key_values = KeyValue.__table__
 SCALAR_FIELDS = tuple(name for name in FIELDS if name in messages.c)  # the messages columns
 BOOLEAN_FIELDS = tuple(name for name in SCALAR_FIELDS
                        if isinstance(messages.c[name].type, Boolean))
@@ -88,7 +85,7 @@ def _message_json_sqlite(element: MessageJSON, compiler, **kw) -> str:
 def decode(text: str | bytes) -> dict[str, Any]:
     """The API object of a `MessageJSON` value."""
     *scalars, attachment_ids, key_value_rows = orjson.loads(text)
-    values = dict(zip(SCALAR_FIELDS, scalars))
+    values = dict(zip(SCALAR_FIELDS, scalars, strict=True))
     for name in BOOLEAN_FIELDS:  # SQLite's JSON has 0 and 1
         values[name] = bool(values[name])
     for name in DATE_TIME_FIELDS:  # ISO 8601 text; SQLite's has no offset, and is UTC
@@ -110,8 +107,9 @@ def new_message(fields: dict[str, Any], stored_at: datetime, message_id: str) ->
     """A complete message: `fields` over the contract's defaults (false for a boolean, an
     empty list, else null), stored at `stored_at`, which its creation and update times
     default to."""
-    defaults = {name: [] if name in LIST_FIELDS else False if name in BOOLEAN_FIELDS else None
-                for name in FIELDS}
+    defaults: dict[str, Any] = {
+        name: [] if name in LIST_FIELDS else False if name in BOOLEAN_FIELDS else None
+        for name in FIELDS}
     return {**defaults, "creation_time": stored_at, "last_update_time": stored_at, **fields,
             "id": message_id, "event_time": stored_at}
 
@@ -128,5 +126,5 @@ def encode(message: dict[str, Any]) -> dict[str, Any]:
 def format_date_time(value: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, in UTC (a naive value is UTC)."""
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return value.isoformat(timespec="milliseconds")[:23] + "Z"

@@ -8,19 +8,21 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from http import HTTPStatus
 from itertools import chain
+from typing import NoReturn
 from urllib.parse import urlencode
 
 import orjson
 from flask import Response, current_app, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from marshmallow import fields as ma_fields
 from werkzeug.routing import BaseConverter
 
 from . import queries
+from .api import abort
 from .auth import authenticate, current_key, key_scope, require_organization_access
 from .bodies import FORM_TYPES, BodyParser
 from .db import db
@@ -115,7 +117,7 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
     return Response(orjson.dumps(body), status, headers, mimetype="application/json")
 
 
-def not_found():
+def not_found() -> NoReturn:
     abort(404, message="No such message.")
 
 
@@ -134,7 +136,7 @@ def if_match_versions() -> list[int] | None:
             if tag and ROW_VERSION.fullmatch(tag)]  # anything else can't match
 
 
-def not_found_or_changed(message_id: str, versions: list[int] | None):
+def not_found_or_changed(message_id: str, versions: list[int] | None) -> NoReturn:
     """After a write matched no row: 412 if the message is there but If-Match failed."""
     if versions is not None and queries.read_message(db.connection(), message_id, key_scope()):
         abort(412, message="The message has changed since the ETag in If-Match.")
@@ -292,18 +294,18 @@ def cursor_page(filters, organization, ordering, cursor: str, page_size: int) ->
     page = queries.read_page(db.connection(), filters, organization, [("id", descending)],
                              page_size)
     headers = {}
-    if page.more:
+    if page.last_id is not None:  # more follow
         headers["Link"] = link_header({"next": {"cursor": encode_cursor(page.last_id)}})
     return json_array_response(page.messages, headers)
 
 
-def json_array_response(messages: Iterator[dict], headers: dict) -> Response:
+def json_array_response(messages: Generator[dict, None, None], headers: dict) -> Response:
     """A list's body: a JSON array, sent as its messages are read (in pieces of about
     64 KiB), so that a request's memory does not grow with its page. The request's
     connection, which reads them, is the response's from now on: closed with it."""
     connection = db.hand_over_connection()
 
-    def pieces() -> Iterator[bytes]:
+    def pieces() -> Generator[bytes, None, None]:
         piece, size = [b"["], 1
         try:
             for n, message in enumerate(messages):
@@ -345,7 +347,7 @@ def decode_cursor(cursor: str) -> str:
 
 def link_header(pages: dict[str, dict]) -> str:
     """RFC 8288 links to this list with some query parameters replaced, by relation."""
-    base = public_url(request.endpoint)
+    base = public_url("sms.Messages")
     links = []
     for rel, replaced in pages.items():
         params = [(k, v) for k, v in request.args.items(multi=True) if k not in replaced]

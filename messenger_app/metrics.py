@@ -8,14 +8,21 @@ import os
 
 from flask import Flask, Response, current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-    disable_created_metrics, generate_latest, multiprocess,
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
 )
 from sqlalchemy import event
 
-from .api import ErrorSchema
+from .api import ErrorSchema, abort
 from .logs import elapsed_seconds
 
 disable_created_metrics()  # no `_created` series: one sample fewer for every count

@@ -5,11 +5,24 @@ import os
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import cast
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
-    String, Text, TypeDecorator, false, text,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -44,18 +57,18 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):
         if value is not None and dialect.name == "sqlite":
-            return value.astimezone(timezone.utc).replace(tzinfo=None)
+            return value.astimezone(UTC).replace(tzinfo=None)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
 
 def utcnow() -> datetime:
     """Now, at the millisecond precision the API shows (and MongoDB stored)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -227,7 +240,7 @@ class KeyValue(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "channel IN (%s)" % ", ".join(f"'{c}'" for c in CHANNEL_FIELDS), name="channel"
+            f"channel IN ({', '.join(repr(c) for c in CHANNEL_FIELDS)})", name="channel"
         ),
         CheckConstraint("channel = 'read_map' OR ordinal = 0", name="one_object_per_data_channel"),
         {"comment": (
@@ -360,3 +373,10 @@ class IdempotencyKey(Base):
             'request is answered again instead of being applied twice; rows expire.'
         )},
     )
+
+
+# The tables, as Core sees them (queries and message_json build statements on these).
+messages = cast(Table, Message.__table__)
+attachments = cast(Table, Attachment.__table__)
+key_values = cast(Table, KeyValue.__table__)
+idempotency_keys = cast(Table, IdempotencyKey.__table__)

@@ -4,26 +4,31 @@ correlated subqueries. A write is one statement where it can be, atomic on its o
 it can't, its statements run on `db.atomic()`, so they commit together with the rest of
 the request's write (db.Database.write). Nothing here commits."""
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Sequence
 from functools import cache
 from itertools import chain
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import orjson
 import psycopg
 from sqlalchemy import (
-    Connection, Select, bindparam, delete, func, insert, select, text, update,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
 from .db import db
 from .message_json import SCALAR_FIELDS, MessageJSON, decode
-from .models import CHANNEL_FIELDS, Attachment, KeyValue, Message
+from .models import CHANNEL_FIELDS, attachments, key_values, messages
 
-messages = Message.__table__
-attachments = Attachment.__table__
-key_values = KeyValue.__table__
 m = messages.alias("m")
 
 FIELD_CHANNELS = {field: channel for channel, field in CHANNEL_FIELDS.items()}
@@ -103,7 +108,7 @@ class Page(NamedTuple):
     more: bool  # whether another follows it
     last_id: str | None  # the id of its last message, if another follows
     matches: int | None  # how many match, counted up to the count limit asked for (if any)
-    messages: Iterator[dict]  # read from the database as they are taken
+    messages: Generator[dict, None, None]  # read from the database as they are taken
 
 
 def read_page(connection: Connection, filters: dict, organization: str | None,
@@ -119,9 +124,9 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
     sort_keys = [messages.c[name] for name in dict(terms) if name != "id"]
     chosen = ordered(matching([messages.c.id, *sort_keys], filters, organization), messages,
                      terms).limit(page_size + 1).offset(offset).subquery("chosen")
-    whole = {"order_by": order_by(chosen, terms), "rows": (None, None)}
-    page = select(chosen, func.count().over().label("page_rows"),
-                  func.nth_value(chosen.c.id, page_size).over(**whole).label("last_id"),
+    last_id = func.nth_value(chosen.c.id, page_size).over(order_by=order_by(chosen, terms),
+                                                          rows=(None, None))
+    page = select(chosen, func.count().over().label("page_rows"), last_id.label("last_id"),
                   ).subquery("page")
     columns = [MessageJSON(m), page.c.page_rows, page.c.last_id]
     if count_limit is not None:
@@ -131,7 +136,7 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
     rows = stream_rows(connection, statement)
     first = next(rows, None)
     if first is None:
-        return Page(0, False, None, None, (message for message in ()))
+        return Page(0, False, None, None, page_messages(None, rows, page_size))
     more = first[1] > page_size
     return Page(min(first[1], page_size), more, first[2] if more else None,
                 first[3] if count_limit is not None else None,
@@ -162,12 +167,13 @@ def read_page_and_count(connection: Connection, filters: dict, organization: str
     return page, counted if counted <= enough else None
 
 
-def page_messages(first, rows: Iterator, page_size: int) -> Iterator[dict]:
+def page_messages(first: Sequence | None, rows: Generator[Sequence, None, None],
+                  page_size: int) -> Generator[dict, None, None]:
     """The messages of `first` and the rows after it, `page_size` in all; the one after
     them is read and dropped. Closed early, it closes the stream (psycopg then cancels its
     statement), which must be done before the connection runs anything else."""
     try:
-        for n, row in enumerate(chain([first], rows)):
+        for n, row in enumerate(chain([] if first is None else [first], rows)):
             if n < page_size:
                 yield decode(row[0])
     finally:
@@ -177,7 +183,7 @@ def page_messages(first, rows: Iterator, page_size: int) -> Iterator[dict]:
 STREAMED_ROWS = 16
 
 
-def stream_rows(connection: Connection, statement: Select) -> Iterator:
+def stream_rows(connection: Connection, statement: Select) -> Generator[Sequence, None, None]:
     """The statement's rows, fetched STREAMED_ROWS at a time: on PostgreSQL in libpq's
     chunked-rows mode (psycopg's Cursor.stream: no transaction, no server-side cursor,
     which SQLAlchemy's stream_results would need), on SQLite as its cursor steps through
@@ -190,7 +196,7 @@ def stream_rows(connection: Connection, statement: Select) -> Iterator:
     compiled = statement.compile(dialect=connection.dialect)
     sql, params = compiled.string, compiled.params
     connection.dispatch.before_cursor_execute(connection, None, sql, params, None, False)
-    cursor = connection.connection.driver_connection.cursor()
+    cursor = cast(psycopg.Connection, connection.connection.driver_connection).cursor()
     try:
         yield from cursor.stream(sql, params, size=STREAMED_ROWS)
     except psycopg.Error as error:

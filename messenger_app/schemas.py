@@ -6,7 +6,7 @@ from `5`, `"5"` or `"5.0"`, booleans from DRF's spellings, in JSON bodies and fo
 import copy
 import re
 from contextlib import suppress
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, post_load, pre_load, validate
@@ -79,8 +79,9 @@ class Boolean(fields.Boolean):
     """DRF's BooleanField: `true`, `1` and the strings "true", "t", "yes", "y", "on", "1" in
     any case; their false twins ("false", "f", "no", "n", "off", "0", `0`, `0.0`)."""
 
-    TRUE = {"t", "y", "yes", "true", "on", "1", 1, True}
-    FALSE = {"f", "n", "no", "false", "off", "0", 0, 0.0, False}
+    # In a set, True is 1, and False is 0 and 0.0.
+    TRUE = {"t", "y", "yes", "true", "on", "1", True}
+    FALSE = {"f", "n", "no", "false", "off", "0", False}
 
     def _deserialize(self, value, attr, data, **kwargs):
         key = value.lower() if isinstance(value, str) else value
@@ -114,12 +115,14 @@ def parse_date_time(text: str) -> datetime:
         parts = match.groupdict()
         offset = parts.pop("tzinfo")
         parts["microsecond"] = (parts["microsecond"] or "0").ljust(6, "0")
-        parsed = datetime(**{name: int(value) for name, value in parts.items() if value})
+        n = {name: int(value) for name, value in parts.items() if value}
+        parsed = datetime(n["year"], n["month"], n["day"], n["hour"], n["minute"],
+                          n.get("second", 0), n["microsecond"])
         if offset and offset != "Z":
             minutes = int(offset[1:3]) * 60 + (int(offset[-2:]) if len(offset) > 3 else 0)
             parsed = parsed.replace(tzinfo=timezone(timedelta(minutes=minutes * (
                 -1 if offset[0] == "-" else 1))))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class UTCDateTime(fields.DateTime):
@@ -132,7 +135,7 @@ class UTCDateTime(fields.DateTime):
         if not isinstance(value, str):
             raise self.make_error("invalid", input=value, obj_type="datetime")
         try:
-            parsed = parse_date_time(value).astimezone(timezone.utc)
+            parsed = parse_date_time(value).astimezone(UTC)
         except (ValueError, OverflowError):
             raise self.make_error("invalid", input=value, obj_type="datetime") from None
         # Stored at the precision the API shows, as MongoDB did.
@@ -229,7 +232,7 @@ def every_key_required(schema: type[Schema], name: str,
         if isinstance(field, fields.List):
             field.inner = copy.copy(field.inner)
         inner = field.inner if isinstance(field, fields.List) else field
-        if isinstance(inner, fields.Nested):
+        if isinstance(inner, fields.Nested) and nested is not None:
             inner.nested = nested
         declared[field_name] = field
     return Schema.from_dict(declared, name=name)
@@ -291,7 +294,7 @@ SCALAR_FILTER_FIELDS = tuple(
 )
 
 
-class MessageListArgsSchema(Schema.from_dict(
+class MessageListArgsSchema(Schema.from_dict(  # type: ignore[misc]  # fields made below
     {name: _query_field(name, f"Messages whose `{name}` is this value.")
      for name in SCALAR_FILTER_FIELDS}
     | {f"{name}__{op}": _query_field(name, f"Messages whose `{name}` is {sign} this value.")

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import click
 import ijson
@@ -39,7 +39,7 @@ DATE_TIME_FIELDS = ("event_time", "creation_time", "last_update_time")
 OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
 ANY_CASE_OBJECT_ID = re.compile(OBJECT_ID_PATTERN, re.IGNORECASE)
 INTEGER = re.compile(r"-?[0-9]+")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BadDocument(Exception):
@@ -82,7 +82,7 @@ def date(value) -> datetime:
     the legacy `{"$date": ms}` of older tools."""
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value)
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
     if isinstance(value, dict) and list(value) == ["$numberLong"]:
         value = integer(value["$numberLong"])
     if isinstance(value, bool) or not isinstance(value, int):
@@ -100,21 +100,21 @@ def from_extended_json(value):
     if type(value) is dict:
         if value and next(iter(value))[:1] == "$":
             return unwrap(value)
-        decoded = {}
+        fields = {}
         for key, item in value.items():
             try:
-                decoded[key] = from_extended_json(item)
+                fields[key] = from_extended_json(item)
             except BadDocument as error:
                 raise error.within(key) from None
-        return decoded
+        return fields
     if type(value) is list:
-        decoded = []
+        items = []
         for i, item in enumerate(value):
             try:
-                decoded.append(from_extended_json(item))
+                items.append(from_extended_json(item))
             except BadDocument as error:
                 raise error.within(i) from None
-        return decoded
+        return items
     return value
 
 
@@ -148,7 +148,7 @@ def message_from_document(document) -> dict:
     for name in DATE_TIME_FIELDS:  # the schema reads date-times from text
         if isinstance(fields.get(name), datetime):
             fields[name] = format_date_time(fields[name])
-    errors = {}
+    errors: dict[str, Any] = {}
     try:
         event_time = EVENT_TIME.deserialize(fields.pop("event_time", missing))
     except ValidationError as error:
@@ -156,7 +156,7 @@ def message_from_document(document) -> dict:
     try:
         fields = MESSAGE_SCHEMA.load(fields)
     except ValidationError as error:
-        errors.update(error.messages)
+        errors.update(error.messages_dict)
     if errors:
         raise BadDocument("; ".join(flatten(errors)))
     # What the API sets at creation: the times default to the time the message was stored.
@@ -275,7 +275,7 @@ def store_batch(connection: Connection, batch: list[tuple[int, dict]]) -> BatchR
     """Insert a batch's new messages in one transaction. Messages stored already are
     skipped; an id read before from the file (in this batch or an earlier one) is
     repeated."""
-    first_positions = {}
+    first_positions: dict[str, int] = {}
     repeated = []
     for position, message in batch:
         earlier = first_positions.setdefault(message["id"], position)
@@ -288,10 +288,10 @@ def store_batch(connection: Connection, batch: list[tuple[int, dict]]) -> BatchR
         read_before = [message_id for message_id in first_positions
                        if message_id not in first_read]
         if read_before:
-            earlier = connection.execute(select(SEEN.c.id, SEEN.c.position)
-                                         .where(SEEN.c.id.in_(read_before)))
+            first_reads = connection.execute(select(SEEN.c.id, SEEN.c.position)
+                                             .where(SEEN.c.id.in_(read_before)))
             repeated += [(first_positions[message_id], position, message_id)
-                         for message_id, position in earlier]
+                         for message_id, position in first_reads]
         new = [message for position, message in batch
                if message["id"] in first_read and first_positions[message["id"]] == position]
         inserted = queries.insert_new_messages(connection, new) if new else set()
@@ -350,7 +350,7 @@ def export(file, organization: str | None, batch_size: int) -> None:
         if connection.dialect.name == "postgresql":  # one snapshot from first to last batch
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
-            after = {}
+            after: dict[str, str] = {}
             while batch := list(queries.read_page(connection, after, organization,
                                                   [("id", False)], batch_size).messages):
                 file.write(b"".join(orjson.dumps(message) + b"\n" for message in batch))
