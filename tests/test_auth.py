@@ -5,7 +5,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, make_url, select, text
 
-from conftest import SMS, TcpProxy, assert_refused_from_now_on, make_key, migrated_database
+from helpers import SMS, TcpProxy, assert_refused_from_now_on, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import ApiKey

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from conftest import SMS, at_once, http, make_key
+from helpers import SMS, at_once, http, make_key
 from test_messages import create, full_message, row_counts, url
 
 

@@ -1,7 +1,7 @@
 """CORS for browser clients: real preflights, and the headers scripts may read."""
 import pytest
 
-from conftest import SMS
+from helpers import SMS
 from messenger_app import create_app
 from test_messages import url
 

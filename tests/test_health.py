@@ -5,7 +5,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from conftest import SMS, alembic_config, fresh_database, make_key
+from helpers import SMS, alembic_config, fresh_database, make_key
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.health import SCHEMA_HEAD

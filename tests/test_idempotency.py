@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from conftest import SMS, make_key
+from helpers import SMS, make_key
 from messenger_app import idempotency
 from messenger_app import message_queries as queries
 from messenger_app.extensions import db

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from conftest import SMS
+from helpers import SMS
 from messenger_app.extensions import db
 from test_messages import create
 

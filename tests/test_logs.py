@@ -3,7 +3,7 @@ import json
 import logging
 import sys
 
-from conftest import SMS
+from helpers import SMS
 from messenger_app import create_app
 from messenger_app.logs import JSONFormatter
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Text, create_engine, func, make_url, select, text
 
-from conftest import SMS, http, make_key, migrated_database
+from helpers import SMS, http, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import Attachment, KeyValue, Message

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.compiler import RESERVED_WORDS as ANSI_RESERVED_WORDS
 
-from conftest import alembic_config, fresh_database
+from helpers import alembic_config, fresh_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.models import Base

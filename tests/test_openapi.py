@@ -9,7 +9,7 @@ import pytest
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from openapi_spec_validator import validate
 
-from conftest import SMS
+from helpers import SMS
 from messenger_app import create_app
 from messenger_app import message_queries as queries
 from messenger_app.config import PROJECT_ROOT

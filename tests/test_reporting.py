@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import ProgrammingError
 
-from conftest import SMS, make_key, migrated_database
+from helpers import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.extensions import db

@@ -3,7 +3,7 @@ apps with other limits in one process each enforce, and document, their own."""
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from conftest import SMS
+from helpers import SMS
 from messenger_app import create_app
 
 SMALL = {"MAX_TEXT_LENGTH": 5, "MAX_INDEXED_TEXT_LENGTH": 3, "MAX_LIST_LENGTH": 2}

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from conftest import SMS, make_key, migrated_database
+from helpers import SMS, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.extensions import db
