@@ -1,6 +1,6 @@
 """Plain helpers for the tests (the fixtures are in conftest.py): the test databases, API
-keys, real HTTP and servers, and faults to inject. Test modules import them with
-`from helpers import ...`."""
+keys, messages, real HTTP and servers, and faults to inject. Test modules import them with
+`from helpers import ...`, never from conftest or from one another."""
 import json
 import os
 import socket
@@ -16,17 +16,20 @@ import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.extensions import db
-from messenger_app.models import ApiKey
+from messenger_app.models import ApiKey, Attachment, KeyValue, Message
 
 POSTGRES_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/messenger_test"
 )
 SMS = "/ux/common/messenger/sms/"
+CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"  # no server
 
+
+# --- Databases --------------------------------------------------------------------------
 
 def alembic_config(url: str) -> AlembicConfig:
     config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
@@ -66,6 +69,8 @@ def migrated_database(backend: str, tmp_path_factory, name: str) -> str:
     return url
 
 
+# --- API keys ---------------------------------------------------------------------------
+
 def make_key(app, organization: str | None) -> dict:
     with app.app_context():
         key, secret = ApiKey.generate(organization, name="test")
@@ -83,6 +88,56 @@ def assert_refused_from_now_on(client, headers, within: float = 2) -> None:
         time.sleep(0.01)
     assert all(client.get(SMS, headers=headers).status_code == 401 for _ in range(5))
 
+
+# --- Messages ---------------------------------------------------------------------------
+
+STRING_FIELDS = [
+    "communication_id", "type", "user_id", "received_config_id", "ref_id", "ref_display_id",
+    "imap_config_id", "created_by", "customer_id", "customer_entity_id",
+]
+
+
+def full_message(organization="acme") -> dict:
+    """Every writable field with a value that differs from its default."""
+    return {
+        "communication_id": "comm-1", "msg_type": 2, "type": "outbound", "user_id": "user-7",
+        "received_config_id": "rc-3", "module_id": 14, "ref_id": "ticket-42",
+        "ref_display_id": "T-42", "is_system_gen": True, "imap_config_id": "imap-1",
+        "attachment_ids": ["att-3", "att-1", "att-2"], "created_by": "agent-5",
+        "organization": organization, "creation_time": "2025-08-31T15:55:11.247Z",
+        "last_update_time": "2025-09-01T08:00:00.000Z", "is_deleted": True,
+        "is_assignee_read": True,
+        "message_read_map": [
+            {"keys": "user-7", "values": "2025-08-31T16:00:00Z", "queryparam": False},
+            {"keys": "user-8", "values": "unread", "queryparam": True},
+        ],
+        "customer_id": "cust-9", "customer_entity_id": "ent-9", "is_description": True,
+        "email_data": {"keys": "to", "values": "a@example.com", "queryparam": False},
+        "sms_data": {"keys": "to", "values": "+15550100", "queryparam": True},
+        "api_data": {"keys": "endpoint", "values": "/hooks/1", "queryparam": False},
+        "beep_data": {"keys": "channel", "values": "ops", "queryparam": True},
+    }
+
+
+def create(client, headers, body=None) -> dict:
+    response = client.post(SMS, json={} if body is None else body, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def url(message_id: str) -> str:
+    return f"{SMS}{message_id}/"
+
+
+def row_counts(app) -> tuple[int, int, int]:
+    with app.app_context():
+        return tuple(
+            db.session.scalar(select(func.count()).select_from(model))
+            for model in (Message, Attachment, KeyValue)
+        )
+
+
+# --- Real HTTP and servers --------------------------------------------------------------
 
 def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
     """A real HTTP request: (status, headers, body)."""
@@ -136,6 +191,8 @@ def wait_until_serving(base: str, server: subprocess.Popen) -> None:
             assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
             time.sleep(0.1)
 
+
+# --- Faults -----------------------------------------------------------------------------
 
 # A trigger that makes the database refuse every key/value row: a write fails halfway.
 FAILING_TRIGGER = {

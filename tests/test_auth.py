@@ -5,11 +5,11 @@ import time
 import pytest
 from sqlalchemy import create_engine, make_url, select, text
 
-from helpers import SMS, TcpProxy, assert_refused_from_now_on, make_key, migrated_database
+from helpers import (SMS, TcpProxy, assert_refused_from_now_on, create, full_message, make_key,
+                     migrated_database, url)
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import ApiKey
-from test_messages import create, full_message, url
 
 VERBS = ["get_list", "post", "get", "put", "patch", "delete"]
 

@@ -1,9 +1,8 @@
 """CORS for browser clients: real preflights, and the headers scripts may read."""
 import pytest
 
-from helpers import SMS
+from helpers import SMS, url
 from messenger_app import create_app
-from test_messages import url
 
 ORIGIN = "https://app.example.com"
 

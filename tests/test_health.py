@@ -5,13 +5,10 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from helpers import SMS, alembic_config, fresh_database, make_key
+from helpers import CLOSED_PORT_URL, SMS, alembic_config, fresh_database, make_key
 from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.health import SCHEMA_HEAD
-
-CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
-
 
 def test_health_checks_need_no_key(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}

@@ -6,12 +6,13 @@ import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Text, create_engine, func, make_url, select, text
+from sqlalchemy import Text, create_engine, make_url, text
 
-from helpers import SMS, http, make_key, migrated_database
+from helpers import (SMS, STRING_FIELDS, create, full_message, http, make_key,
+                     migrated_database, row_counts, url)
 from messenger_app import create_app
 from messenger_app.extensions import db
-from messenger_app.models import Attachment, KeyValue, Message
+from messenger_app.models import Message
 from messenger_app.schemas import MessageInputSchema, MessageSchema
 
 KEYS_IN_ORDER = [
@@ -22,57 +23,13 @@ KEYS_IN_ORDER = [
     "customer_entity_id", "is_description", "email_data", "sms_data", "api_data", "beep_data",
 ]
 DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-STRING_FIELDS = [
-    "communication_id", "type", "user_id", "received_config_id", "ref_id", "ref_display_id",
-    "imap_config_id", "created_by", "customer_id", "customer_entity_id",
-]
 BOOLEAN_FIELDS = ["is_system_gen", "is_deleted", "is_assignee_read", "is_description"]
 INTEGER_FIELDS = ["msg_type", "module_id"]
 KEY_VALUE_FIELDS = ["email_data", "sms_data", "api_data", "beep_data"]
 
 
-def full_message(organization="acme") -> dict:
-    """Every writable field with a value that differs from its default."""
-    return {
-        "communication_id": "comm-1", "msg_type": 2, "type": "outbound", "user_id": "user-7",
-        "received_config_id": "rc-3", "module_id": 14, "ref_id": "ticket-42",
-        "ref_display_id": "T-42", "is_system_gen": True, "imap_config_id": "imap-1",
-        "attachment_ids": ["att-3", "att-1", "att-2"], "created_by": "agent-5",
-        "organization": organization, "creation_time": "2025-08-31T15:55:11.247Z",
-        "last_update_time": "2025-09-01T08:00:00.000Z", "is_deleted": True,
-        "is_assignee_read": True,
-        "message_read_map": [
-            {"keys": "user-7", "values": "2025-08-31T16:00:00Z", "queryparam": False},
-            {"keys": "user-8", "values": "unread", "queryparam": True},
-        ],
-        "customer_id": "cust-9", "customer_entity_id": "ent-9", "is_description": True,
-        "email_data": {"keys": "to", "values": "a@example.com", "queryparam": False},
-        "sms_data": {"keys": "to", "values": "+15550100", "queryparam": True},
-        "api_data": {"keys": "endpoint", "values": "/hooks/1", "queryparam": False},
-        "beep_data": {"keys": "channel", "values": "ops", "queryparam": True},
-    }
-
-
-def create(client, headers, body=None) -> dict:
-    response = client.post(SMS, json={} if body is None else body, headers=headers)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def url(message_id: str) -> str:
-    return f"{SMS}{message_id}/"
-
-
 def parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def row_counts(app) -> tuple[int, int, int]:
-    with app.app_context():
-        return tuple(
-            db.session.scalar(select(func.count()).select_from(model))
-            for model in (Message, Attachment, KeyValue)
-        )
 
 
 # --- POST -------------------------------------------------------------------------------

@@ -9,10 +9,9 @@ from signal import SIGKILL
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import SMS, at_once, http, make_key, wait_until_serving
+from helpers import SMS, at_once, create, http, make_key, url, wait_until_serving
 from messenger_app import create_app
 from messenger_app.extensions import db
-from test_messages import create, url
 
 LIST = ("/ux/common/messenger/sms/", "GET", "200")
 ITEM_RULE = "/ux/common/messenger/sms/<objectid:message_id>/"

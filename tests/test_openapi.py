@@ -9,12 +9,10 @@ import pytest
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from openapi_spec_validator import validate
 
-from helpers import SMS
+from helpers import CLOSED_PORT_URL, SMS, create
 from messenger_app import create_app
 from messenger_app import message_queries as queries
 from messenger_app.config import PROJECT_ROOT
-from test_health import CLOSED_PORT_URL
-from test_messages import create
 
 # The original service's API doc: a verbatim copy of ../shared/seed/000_199ded8510212ab4.txt,
 # kept in the repository so that a clone alone can run this test.

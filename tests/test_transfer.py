@@ -8,11 +8,10 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from helpers import SMS, make_key, migrated_database
+from helpers import SMS, full_message, make_key, migrated_database, row_counts, url
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.extensions import db
-from test_messages import full_message, row_counts, url
 
 
 def object_id(n: int) -> str:
