@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from flask import Flask
 from sqlalchemy import event, text
 
-from helpers import (DROP_TRIGGER, FAILING_TRIGGER, Service, free_port, make_key,
+from helpers import (DROP_TRIGGER, FAILING_TRIGGER, Service, dispose_app, free_port, make_key,
                      migrated_database, wait_until_serving)
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
@@ -34,14 +36,34 @@ def database_url(backend, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def app(database_url):
-    return create_app({"DATABASE_URL": database_url, "TESTING": True})
+    made = create_app({"DATABASE_URL": database_url, "TESTING": True})
+    yield made
+    dispose_app(made)
 
 
 @pytest.fixture(scope="session")
 def postgres_app(tmp_path_factory):
     """An app on a PostgreSQL database of its own, for what only a server can show."""
     url = migrated_database("postgresql", tmp_path_factory, "server")
-    return create_app({"DATABASE_URL": url, "TESTING": True})
+    made = create_app({"DATABASE_URL": url, "TESTING": True})
+    yield made
+    dispose_app(made)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[dict], Flask]]:
+    """`make_app(config)`: a new app, `create_app(config)`, for a test that needs other
+    settings or another database than `app`'s. Every app it made is disposed
+    (`dispose_app`) once the test is over."""
+    made: list[Flask] = []
+
+    def make(config: dict) -> Flask:
+        made.append(create_app(config))
+        return made[-1]
+
+    yield make
+    for each in made:
+        dispose_app(each)
 
 
 @pytest.fixture(autouse=True)
@@ -118,9 +140,11 @@ def service(tmp_path_factory) -> Service:
                                "wsgi:app"], cwd=PROJECT_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(base, server)
-    yield Service(base, server, create_app({"DATABASE_URL": url}))
+    keys_app = create_app({"DATABASE_URL": url})
+    yield Service(base, server, keys_app)
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
+    dispose_app(keys_app)
 
 
 @pytest.fixture
