@@ -2,14 +2,13 @@
 import pytest
 
 from helpers import SMS, url
-from messenger_app import create_app
 
 ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture
-def browser_app(database_url):
-    return create_app({"DATABASE_URL": database_url, "CORS_ORIGINS": [ORIGIN]})
+def browser_app(database_url, make_app):
+    return make_app({"DATABASE_URL": database_url, "CORS_ORIGINS": [ORIGIN]})
 
 
 @pytest.mark.parametrize("path", [SMS, url("0123456789abcdef01234567")])

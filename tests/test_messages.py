@@ -10,7 +10,6 @@ from sqlalchemy import Text, create_engine, make_url, text
 
 from helpers import (SMS, STRING_FIELDS, create, full_message, http, make_key,
                      migrated_database, row_counts, url)
-from messenger_app import create_app
 from messenger_app.extensions import db
 from messenger_app.models import Message
 from messenger_app.schemas import MessageInputSchema, MessageSchema
@@ -538,9 +537,9 @@ def test_urls_given_to_clients_never_come_from_the_host_header(app, client, acme
         assert "evil" not in link and "<" + SMS + "?" in link
 
 
-def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme):
-    public = create_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1,
-                         "PUBLIC_BASE_URL": "https://api.example.com/"}).test_client()
+def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme, make_app):
+    public = make_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1,
+                       "PUBLIC_BASE_URL": "https://api.example.com/"}).test_client()
     hostile = {**acme, "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
 
     created = public.post(SMS, json={}, headers=hostile)
@@ -555,8 +554,8 @@ def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme):
     ("0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00.000Z"),
     ("2025-06-01T12:00:00+02:00", "2025-06-01T10:00:00.000Z"),
 ])
-def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creation_time,
-                                                         stored):
+def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, make_app,
+                                                         creation_time, stored):
     """The server (here: the database's default) in Europe/Berlin, where 9999-12-31T23:59Z
     is year 10000: every date-time still reads back, on its own and in lists."""
     url_ = migrated_database("postgresql", tmp_path_factory, "berlin")
@@ -565,7 +564,7 @@ def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creat
         connection.execute(text(f"ALTER DATABASE \"{make_url(url_).database}\" "
                                 "SET timezone TO 'Europe/Berlin'"))
     server.dispose()
-    app = create_app({"DATABASE_URL": url_})
+    app = make_app({"DATABASE_URL": url_})
     client, headers = app.test_client(), make_key(app, "acme")
 
     created = create(client, headers, {"creation_time": creation_time})
@@ -573,8 +572,6 @@ def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creat
     assert created["creation_time"] == stored
     assert client.get(url(created["id"]), headers=headers).get_json() == created
     assert client.get(SMS, headers=headers).get_json() == [created]
-    with app.app_context():
-        db.engine.dispose()
 
 
 @pytest.mark.parametrize("creation_time", ["9999-12-31T23:00:00-01:00",
