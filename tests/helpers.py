@@ -1,6 +1,6 @@
 """Plain helpers for the tests (the fixtures are in conftest.py): the test databases, API
 keys, messages, real HTTP and servers, and faults to inject. Test modules import them with
-`from helpers import ...`, never from conftest or from one another."""
+`from helpers import ...`; no test module imports conftest or another test module."""
 import json
 import os
 import socket
