@@ -3,73 +3,25 @@
 PostgreSQL: TEST_DATABASE_URL, by default a `messenger_test` database on 127.0.0.1:5432 that
 is dropped and created anew for each run. Where PostgreSQL can't be reached its tests are
 skipped, except with CI set, where they fail.
+
+Only fixtures are here; the plain helpers, for tests and fixtures alike, are in helpers.py.
 """
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager, suppress
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from flask import Flask
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import event, text
 
+from helpers import (DROP_TRIGGER, FAILING_TRIGGER, Service, dispose_app, free_port, make_key,
+                     migrated_database, wait_until_serving)
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.db import db
-from messenger_app.models import ApiKey
-
-POSTGRES_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/messenger_test"
-)
-SMS = "/ux/common/messenger/sms/"
-
-
-def alembic_config(url: str) -> AlembicConfig:
-    config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
-    config.attributes["url"] = url
-    config.attributes["configure_logger"] = False
-    return config
-
-
-def fresh_postgres_database(url: str) -> str:
-    """Drop and create the database `url` names; skip (or, on CI, fail) if the server is down."""
-    url = make_url(url)
-    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{url.database}"'))
-    except Exception as error:  # noqa: BLE001 - any failure to reach the server
-        message = f"PostgreSQL is not reachable at {url.render_as_string()}: {error}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    finally:
-        server.dispose()
-    return url.render_as_string(hide_password=False)
-
-
-def fresh_database(backend: str, tmp_path_factory, name: str) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp(name) / 'messenger.db'}"
-    return fresh_postgres_database(POSTGRES_URL if name == "main" else f"{POSTGRES_URL}_{name}")
-
-
-def migrated_database(backend: str, tmp_path_factory, name: str) -> str:
-    """A fresh database, at the latest migration."""
-    url = fresh_database(backend, tmp_path_factory, name)
-    command.upgrade(alembic_config(url), "head")
-    return url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -84,14 +36,34 @@ def database_url(backend, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def app(database_url):
-    return create_app({"DATABASE_URL": database_url, "TESTING": True})
+    made = create_app({"DATABASE_URL": database_url, "TESTING": True})
+    yield made
+    dispose_app(made)
 
 
 @pytest.fixture(scope="session")
 def postgres_app(tmp_path_factory):
     """An app on a PostgreSQL database of its own, for what only a server can show."""
     url = migrated_database("postgresql", tmp_path_factory, "server")
-    return create_app({"DATABASE_URL": url, "TESTING": True})
+    made = create_app({"DATABASE_URL": url, "TESTING": True})
+    yield made
+    dispose_app(made)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[dict], Flask]]:
+    """`make_app(config)`: a new app, `create_app(config)`, for a test that needs other
+    settings or another database than `app`'s. Every app it made is disposed
+    (`dispose_app`) once the test is over."""
+    made: list[Flask] = []
+
+    def make(config: dict) -> Flask:
+        made.append(create_app(config))
+        return made[-1]
+
+    yield make
+    for each in made:
+        dispose_app(each)
 
 
 @pytest.fixture(autouse=True)
@@ -114,14 +86,6 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-def make_key(app, organization: str | None) -> dict:
-    with app.app_context():
-        key, secret = ApiKey.generate(organization, name="test")
-        db.session.add(key)
-        db.session.commit()
-    return {"Authorization": f"Token {secret}"}
 
 
 @pytest.fixture
@@ -164,58 +128,6 @@ def count_statements(app):
     return counting
 
 
-def assert_refused_from_now_on(client, headers, within: float = 2) -> None:
-    """A revoked key: refused within moments (on PostgreSQL, once the change notification
-    reached this process, well under a millisecond), then always."""
-    deadline = time.monotonic() + within
-    while client.get(SMS, headers=headers).status_code != 401:
-        assert time.monotonic() < deadline, "the revoked key is still accepted"
-        time.sleep(0.01)
-    assert all(client.get(SMS, headers=headers).status_code == 401 for _ in range(5))
-
-
-def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
-    """A real HTTP request: (status, headers, body)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(target, data=data, method=method, headers={
-        **headers, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
-def at_once(count: int, call) -> list:
-    """call(0) ... call(count - 1), each in a thread of its own, all released together;
-    their results, in that order."""
-    start = threading.Barrier(count)
-    results = [None] * count
-
-    def run(n: int) -> None:
-        start.wait()
-        results[n] = call(n)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Service(NamedTuple):
-    base: str  # http://127.0.0.1:PORT
-    process: subprocess.Popen  # gunicorn's master
-    app: Flask  # an app on the same database, to make keys with
-
-
 @pytest.fixture(scope="session")
 def service(tmp_path_factory) -> Service:
     """The service as deployed: gunicorn with gunicorn.conf.py and 3 workers, on a
@@ -228,40 +140,11 @@ def service(tmp_path_factory) -> Service:
                                "wsgi:app"], cwd=PROJECT_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(base, server)
-    yield Service(base, server, create_app({"DATABASE_URL": url}))
+    keys_app = create_app({"DATABASE_URL": url})
+    yield Service(base, server, keys_app)
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
-
-
-def wait_until_serving(base: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1)
-            return
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
-            time.sleep(0.1)
-
-
-# A trigger that makes the database refuse every key/value row: a write fails halfway.
-FAILING_TRIGGER = {
-    "sqlite": [
-        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
-        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    ],
-    "postgresql": [
-        "CREATE FUNCTION fail_key_values() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
-        "CREATE TRIGGER fail_key_values BEFORE INSERT ON message_key_values "
-        "FOR EACH ROW EXECUTE FUNCTION fail_key_values()",
-    ],
-}
-DROP_TRIGGER = {
-    "sqlite": ["DROP TRIGGER fail_key_values"],
-    "postgresql": ["DROP TRIGGER fail_key_values ON message_key_values",
-                   "DROP FUNCTION fail_key_values()"],
-}
+    dispose_app(keys_app)
 
 
 @pytest.fixture
@@ -285,50 +168,3 @@ def failing_key_value_writes(app, backend, monkeypatch):
             run(DROP_TRIGGER[backend])
 
     return failing
-
-
-class TcpProxy:
-    """A TCP proxy on a free loopback port to `target_port` on 127.0.0.1, for faults a
-    network makes. `black_hole(port)` silently drops, both ways and for good, what the
-    connection whose upstream side has local port `port` (pg_stat_activity.client_port)
-    carries: as a firewall or NAT that forgot an idle connection would, with neither end
-    told."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.black_holes: set[int] = set()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def black_hole(self, upstream_port: int) -> None:
-        self.black_holes.add(upstream_port)
-
-    def close(self) -> None:
-        for sock in [self.server, *self.sockets]:
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.sockets += [client, upstream]
-            port = upstream.getsockname()[1]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink, port),
-                                 daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, port: int) -> None:
-        try:
-            while data := source.recv(65536):
-                if port not in self.black_holes:
-                    sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)

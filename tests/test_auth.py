@@ -5,11 +5,10 @@ import time
 import pytest
 from sqlalchemy import create_engine, make_url, select, text
 
-from conftest import SMS, TcpProxy, assert_refused_from_now_on, make_key, migrated_database
-from messenger_app import create_app
+from helpers import (SMS, TcpProxy, assert_refused_from_now_on, create, dispose_app, full_message,
+                     make_key, migrated_database, url)
 from messenger_app.db import db
 from messenger_app.models import ApiKey
-from test_messages import create, full_message, url
 
 VERBS = ["get_list", "post", "get", "put", "patch", "delete"]
 
@@ -179,10 +178,10 @@ def keys_database(tmp_path_factory) -> str:
     return migrated_database("postgresql", tmp_path_factory, "keys")
 
 
-def test_a_revoked_key_is_refused_when_the_listener_was_killed(keys_database):
+def test_a_revoked_key_is_refused_when_the_listener_was_killed(keys_database, make_app):
     """A killed backend sends its goodbye before it closes: the cache must not serve a key
     from the read that only brings in the goodbye."""
-    app = create_app({"DATABASE_URL": keys_database})
+    app = make_app({"DATABASE_URL": keys_database})
     client, headers = app.test_client(), make_key(app, "acme")
     assert client.get(SMS, headers=headers).status_code == 200  # looked up, cached
 
@@ -192,17 +191,15 @@ def test_a_revoked_key_is_refused_when_the_listener_was_killed(keys_database):
     revoke_every_key_in_sql(keys_database)
 
     assert [client.get(SMS, headers=headers).status_code for _ in range(3)] == [401] * 3
-    with app.app_context():
-        db.engine.dispose()
 
 
 def test_a_revoked_key_is_refused_within_the_cache_age_when_the_listener_is_cut_off(
-        keys_database):
+        keys_database, make_app):
     """A firewall silently drops the idle listening connection: the notification of the
     revocation never arrives, yet the key is refused within API_KEY_CACHE_SECONDS."""
     proxy = TcpProxy(5432)
     proxied = make_url(keys_database).set(port=proxy.port).render_as_string(hide_password=False)
-    app = create_app({"DATABASE_URL": proxied, "API_KEY_CACHE_SECONDS": 1})
+    app = make_app({"DATABASE_URL": proxied, "API_KEY_CACHE_SECONDS": 1})
     client, headers = app.test_client(), make_key(app, "acme")
     try:
         assert client.get(SMS, headers=headers).status_code == 200  # looked up, cached
@@ -211,6 +208,5 @@ def test_a_revoked_key_is_refused_within_the_cache_age_when_the_listener_is_cut_
 
         assert_refused_from_now_on(client, headers, within=3)
     finally:
-        with app.app_context():
-            db.engine.dispose()
+        dispose_app(app)  # its connections through the proxy, before the proxy goes
         proxy.close()

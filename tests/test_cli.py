@@ -5,7 +5,7 @@ import sys
 
 from sqlalchemy import select
 
-from conftest import SMS, assert_refused_from_now_on
+from helpers import SMS, assert_refused_from_now_on
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.db import db
 from messenger_app.models import ApiKey

@@ -5,8 +5,7 @@ import socket
 
 import pytest
 
-from conftest import SMS, at_once, http, make_key
-from test_messages import create, full_message, row_counts, url
+from helpers import SMS, at_once, create, full_message, http, make_key, row_counts, url
 
 
 def test_every_read_and_write_gives_the_messages_etag(client, acme):

@@ -1,16 +1,14 @@
 """CORS for browser clients: real preflights, and the headers scripts may read."""
 import pytest
 
-from conftest import SMS
-from messenger_app import create_app
-from test_messages import url
+from helpers import SMS, url
 
 ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture
-def browser_app(database_url):
-    return create_app({"DATABASE_URL": database_url, "CORS_ORIGINS": [ORIGIN]})
+def browser_app(database_url, make_app):
+    return make_app({"DATABASE_URL": database_url, "CORS_ORIGINS": [ORIGIN]})
 
 
 @pytest.mark.parametrize("path", [SMS, url("0123456789abcdef01234567")])

@@ -9,8 +9,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import encode_multipart
 
-from conftest import SMS
-from test_messages import STRING_FIELDS, create, full_message, row_counts, url
+from helpers import SMS, STRING_FIELDS, create, full_message, row_counts, url
 
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import make_key
+from helpers import make_key
 
 CONFIG = """
 package_name_override: messenger_client

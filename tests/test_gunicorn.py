@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import free_port, wait_until_serving
+from helpers import free_port, wait_until_serving
 from messenger_app.config import PROJECT_ROOT
 
 

@@ -5,22 +5,18 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from conftest import SMS, alembic_config, fresh_database, make_key
-from messenger_app import create_app
+from helpers import CLOSED_PORT_URL, SMS, alembic_config, fresh_database, make_key
 from messenger_app.db import db
 from messenger_app.health import SCHEMA_HEAD
-
-CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
-
 
 def test_health_checks_need_no_key(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json() == {"status": "ready", "schema": SCHEMA_HEAD}
 
 
-def test_not_ready_until_the_last_migration(backend, tmp_path_factory):
+def test_not_ready_until_the_last_migration(backend, tmp_path_factory, make_app):
     url = fresh_database(backend, tmp_path_factory, "readiness")
-    client = create_app({"DATABASE_URL": url}).test_client()
+    client = make_app({"DATABASE_URL": url}).test_client()
     assert client.get("/readyz").status_code == 503  # no schema at all
 
     command.upgrade(alembic_config(url), "0002")
@@ -31,8 +27,8 @@ def test_not_ready_until_the_last_migration(backend, tmp_path_factory):
     assert client.get("/readyz").status_code == 200
 
 
-def test_an_unreachable_database_is_a_quick_json_503():
-    client = create_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
+def test_an_unreachable_database_is_a_quick_json_503(make_app):
+    client = make_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
 
     started = time.monotonic()
     responses = [client.get(SMS, headers={"Authorization": "Token x"}),
@@ -80,11 +76,11 @@ def test_the_service_recovers_by_itself_when_its_connections_are_killed(
     assert later == [201 if method == "post" else 200] * 3  # a new connection, no restart
 
 
-def test_a_stuck_database_is_a_503_after_the_statement_timeout(postgres_app):
+def test_a_stuck_database_is_a_503_after_the_statement_timeout(postgres_app, make_app):
     """Another session holds a lock on the messages table: the request gives up after
     DATABASE_STATEMENT_TIMEOUT instead of hanging, and the service carries on after."""
-    impatient = create_app({"DATABASE_URL": postgres_app.config["DATABASE_URL"],
-                            "DATABASE_STATEMENT_TIMEOUT": 300})
+    impatient = make_app({"DATABASE_URL": postgres_app.config["DATABASE_URL"],
+                          "DATABASE_STATEMENT_TIMEOUT": 300})
     client, acme = impatient.test_client(), make_key(impatient, "acme")
     with postgres_app.app_context():  # the app's engine runs in autocommit: not this one
         blocker = db.engine.connect().execution_options(isolation_level="READ COMMITTED")
@@ -103,10 +99,10 @@ def test_a_stuck_database_is_a_503_after_the_statement_timeout(postgres_app):
     assert client.get(SMS, headers=acme).status_code == 200
 
 
-def test_a_full_connection_pool_is_a_503_then_recovers(database_url, acme):
+def test_a_full_connection_pool_is_a_503_then_recovers(database_url, acme, make_app):
     """Every connection of the pool is in use elsewhere: the request waits
     DATABASE_CONNECT_TIMEOUT for one, then gets a JSON 503 to retry, not a 500."""
-    busy_app = create_app({"DATABASE_URL": database_url, "DATABASE_CONNECT_TIMEOUT": 1})
+    busy_app = make_app({"DATABASE_URL": database_url, "DATABASE_CONNECT_TIMEOUT": 1})
     with busy_app.app_context():
         engine = db.engine
     held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
@@ -119,4 +115,3 @@ def test_a_full_connection_pool_is_a_503_then_recovers(database_url, acme):
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert response.get_json()["code"] == 503
     assert busy_app.test_client().get(SMS, headers=acme).status_code == 200
-    engine.dispose()

@@ -9,12 +9,11 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from conftest import SMS, make_key
+from helpers import SMS, create, full_message, make_key, row_counts, url
 from messenger_app import idempotency
 from messenger_app import queries
 from messenger_app.db import db
 from messenger_app.models import IdempotencyKey
-from test_messages import create, full_message, row_counts, url
 
 REPLAYED = "Idempotent-Replayed"
 

@@ -6,9 +6,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from conftest import SMS
+from helpers import SMS, create
 from messenger_app.db import db
-from test_messages import create
 
 
 def test_list_is_a_plain_array_in_creation_order(client, acme):

@@ -3,8 +3,7 @@ import json
 import logging
 import sys
 
-from conftest import SMS
-from messenger_app import create_app
+from helpers import SMS
 from messenger_app.logs import JSONFormatter
 
 
@@ -48,21 +47,21 @@ def test_each_request_is_logged_once_with_its_facts(client, acme, caplog):
     assert acme["Authorization"].split()[1] not in json.dumps(line)
 
 
-def test_log_lines_can_be_plain_text(database_url):
+def test_log_lines_can_be_plain_text(database_url, make_app):
     try:
-        app = create_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
+        app = make_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
         record = logging.LogRecord("messenger_app", logging.INFO, __file__, 1, "hello", (), None)
         record.request_id = "r-2"
         (handler,) = app.logger.handlers
         assert handler.formatter.format(record).endswith("[request r-2]: hello")
     finally:
-        create_app({"DATABASE_URL": database_url})  # back to JSON for the other tests
+        make_app({"DATABASE_URL": database_url})  # back to JSON for the other tests
 
 
-def test_text_log_lines_can_not_be_forged(database_url, acme, caplog):
+def test_text_log_lines_can_not_be_forged(database_url, acme, caplog, make_app):
     """`%0A` in a path would start a log line of the client's making."""
     try:
-        app = create_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
+        app = make_app({"DATABASE_URL": database_url, "LOG_FORMAT": "text"})
         (handler,) = app.logger.handlers
         with caplog.at_level(logging.INFO, logger="messenger_app.requests"):
             app.test_client().get("/ux/x%0A[2026-01-01] INFO forged%0D%1B[2J%E2%80%A8",
@@ -76,7 +75,7 @@ def test_text_log_lines_can_not_be_forged(database_url, acme, caplog):
             error.request_id = "r-3"
         traceback_lines = handler.formatter.format(error).splitlines()
     finally:
-        create_app({"DATABASE_URL": database_url})  # back to JSON for the other tests
+        make_app({"DATABASE_URL": database_url})  # back to JSON for the other tests
 
     assert len(lines) == 1 and "\n" not in lines[0] and "\r" not in lines[0]
     assert "\\n[2026-01-01] INFO forged\\r\\x1b[2J\\u2028" in lines[0]

@@ -6,12 +6,12 @@ import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Text, create_engine, func, make_url, select, text
+from sqlalchemy import Text, create_engine, make_url, text
 
-from conftest import SMS, http, make_key, migrated_database
-from messenger_app import create_app
+from helpers import (SMS, STRING_FIELDS, create, full_message, http, make_key,
+                     migrated_database, row_counts, url)
 from messenger_app.db import db
-from messenger_app.models import Attachment, KeyValue, Message
+from messenger_app.models import Message
 from messenger_app.schemas import MessageInputSchema, MessageSchema
 
 KEYS_IN_ORDER = [
@@ -22,57 +22,13 @@ KEYS_IN_ORDER = [
     "customer_entity_id", "is_description", "email_data", "sms_data", "api_data", "beep_data",
 ]
 DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-STRING_FIELDS = [
-    "communication_id", "type", "user_id", "received_config_id", "ref_id", "ref_display_id",
-    "imap_config_id", "created_by", "customer_id", "customer_entity_id",
-]
 BOOLEAN_FIELDS = ["is_system_gen", "is_deleted", "is_assignee_read", "is_description"]
 INTEGER_FIELDS = ["msg_type", "module_id"]
 KEY_VALUE_FIELDS = ["email_data", "sms_data", "api_data", "beep_data"]
 
 
-def full_message(organization="acme") -> dict:
-    """Every writable field with a value that differs from its default."""
-    return {
-        "communication_id": "comm-1", "msg_type": 2, "type": "outbound", "user_id": "user-7",
-        "received_config_id": "rc-3", "module_id": 14, "ref_id": "ticket-42",
-        "ref_display_id": "T-42", "is_system_gen": True, "imap_config_id": "imap-1",
-        "attachment_ids": ["att-3", "att-1", "att-2"], "created_by": "agent-5",
-        "organization": organization, "creation_time": "2025-08-31T15:55:11.247Z",
-        "last_update_time": "2025-09-01T08:00:00.000Z", "is_deleted": True,
-        "is_assignee_read": True,
-        "message_read_map": [
-            {"keys": "user-7", "values": "2025-08-31T16:00:00Z", "queryparam": False},
-            {"keys": "user-8", "values": "unread", "queryparam": True},
-        ],
-        "customer_id": "cust-9", "customer_entity_id": "ent-9", "is_description": True,
-        "email_data": {"keys": "to", "values": "a@example.com", "queryparam": False},
-        "sms_data": {"keys": "to", "values": "+15550100", "queryparam": True},
-        "api_data": {"keys": "endpoint", "values": "/hooks/1", "queryparam": False},
-        "beep_data": {"keys": "channel", "values": "ops", "queryparam": True},
-    }
-
-
-def create(client, headers, body=None) -> dict:
-    response = client.post(SMS, json={} if body is None else body, headers=headers)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def url(message_id: str) -> str:
-    return f"{SMS}{message_id}/"
-
-
 def parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def row_counts(app) -> tuple[int, int, int]:
-    with app.app_context():
-        return tuple(
-            db.session.scalar(select(func.count()).select_from(model))
-            for model in (Message, Attachment, KeyValue)
-        )
 
 
 # --- POST -------------------------------------------------------------------------------
@@ -581,9 +537,9 @@ def test_urls_given_to_clients_never_come_from_the_host_header(app, client, acme
         assert "evil" not in link and "<" + SMS + "?" in link
 
 
-def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme):
-    public = create_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1,
-                         "PUBLIC_BASE_URL": "https://api.example.com/"}).test_client()
+def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme, make_app):
+    public = make_app({"DATABASE_URL": database_url, "PROXY_HOPS": 1,
+                       "PUBLIC_BASE_URL": "https://api.example.com/"}).test_client()
     hostile = {**acme, "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
 
     created = public.post(SMS, json={}, headers=hostile)
@@ -598,8 +554,8 @@ def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme):
     ("0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00.000Z"),
     ("2025-06-01T12:00:00+02:00", "2025-06-01T10:00:00.000Z"),
 ])
-def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creation_time,
-                                                         stored):
+def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, make_app,
+                                                         creation_time, stored):
     """The server (here: the database's default) in Europe/Berlin, where 9999-12-31T23:59Z
     is year 10000: every date-time still reads back, on its own and in lists."""
     url_ = migrated_database("postgresql", tmp_path_factory, "berlin")
@@ -608,7 +564,7 @@ def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creat
         connection.execute(text(f"ALTER DATABASE \"{make_url(url_).database}\" "
                                 "SET timezone TO 'Europe/Berlin'"))
     server.dispose()
-    app = create_app({"DATABASE_URL": url_})
+    app = make_app({"DATABASE_URL": url_})
     client, headers = app.test_client(), make_key(app, "acme")
 
     created = create(client, headers, {"creation_time": creation_time})
@@ -616,8 +572,6 @@ def test_a_database_in_another_time_zone_changes_nothing(tmp_path_factory, creat
     assert created["creation_time"] == stored
     assert client.get(url(created["id"]), headers=headers).get_json() == created
     assert client.get(SMS, headers=headers).get_json() == [created]
-    with app.app_context():
-        db.engine.dispose()
 
 
 @pytest.mark.parametrize("creation_time", ["9999-12-31T23:00:00-01:00",

@@ -9,10 +9,8 @@ from signal import SIGKILL
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SMS, at_once, http, make_key, wait_until_serving
-from messenger_app import create_app
+from helpers import SMS, at_once, create, http, make_key, url, wait_until_serving
 from messenger_app.db import db
-from test_messages import create, url
 
 LIST = ("/ux/common/messenger/sms/", "GET", "200")
 ITEM_RULE = "/ux/common/messenger/sms/<objectid:message_id>/"
@@ -89,8 +87,8 @@ def test_database_connections_are_counted(app, client, acme):
     assert while_held[("messenger_db_connections_in_use", None, None, None)] == 1
 
 
-def test_metrics_can_be_turned_off(database_url, client, acme):
-    quiet = create_app({"DATABASE_URL": database_url, "METRICS": False}).test_client()
+def test_metrics_can_be_turned_off(database_url, client, acme, make_app):
+    quiet = make_app({"DATABASE_URL": database_url, "METRICS": False}).test_client()
     before = scrape(client)
 
     response = quiet.get("/metrics")

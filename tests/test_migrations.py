@@ -21,8 +21,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.compiler import RESERVED_WORDS as ANSI_RESERVED_WORDS
 
-from conftest import alembic_config, fresh_database
-from messenger_app import create_app
+from helpers import alembic_config, fresh_database
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.models import Base
 
@@ -68,7 +67,7 @@ def test_migrations_and_models_agree(database_url):
         engine.dispose()
 
 
-def test_migrations_keep_the_data_already_there(empty_database):
+def test_migrations_keep_the_data_already_there(empty_database, make_app):
     """Upgrading a database that has messages and keys, and downgrading it again."""
     config = alembic_config(empty_database)
     command.upgrade(config, "0003")
@@ -88,7 +87,7 @@ def test_migrations_keep_the_data_already_there(empty_database):
     engine.dispose()
 
     command.upgrade(config, "head")
-    client = create_app({"DATABASE_URL": empty_database}).test_client()
+    client = make_app({"DATABASE_URL": empty_database}).test_client()
     read = client.get("/ux/common/messenger/sms/0123456789abcdef01234567/",
                       headers={"Authorization": secret})
     assert read.status_code == 200, read.get_json()

@@ -9,12 +9,9 @@ import pytest
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from openapi_spec_validator import validate
 
-from conftest import SMS
-from messenger_app import create_app
+from helpers import CLOSED_PORT_URL, SMS, create
 from messenger_app import queries
 from messenger_app.config import PROJECT_ROOT
-from test_health import CLOSED_PORT_URL
-from test_messages import create
 
 # The original service's API doc: a verbatim copy of ../shared/seed/000_199ded8510212ab4.txt,
 # kept in the repository so that a clone alone can run this test.
@@ -105,7 +102,7 @@ def test_each_operation_documents_exactly_the_errors_it_gives(spec):
         assert documented == codes, operation_id
 
 
-def provoke(app, client, headers, method: str, path: str, code: int, monkeypatch):
+def provoke(app, client, headers, method: str, path: str, code: int, monkeypatch, make_app):
     """Send the request that `method` on `path` answers with `code`."""
     message_id = create(client, headers)["id"] if "{message_id}" in path else None
     target = path.replace("{message_id}", "0" * 24 if code == 404 else str(message_id))
@@ -127,7 +124,7 @@ def provoke(app, client, headers, method: str, path: str, code: int, monkeypatch
         503: {},
     }[code]
     if code == 503:
-        client = create_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
+        client = make_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
     return client.open(target, method=method.upper(), **{"headers": headers, **request})
 
 
@@ -153,11 +150,12 @@ def repeat_while_running(app, method: str, target: str, headers: dict, monkeypat
 @pytest.mark.parametrize("operation_id, code", [
     (operation_id, code) for operation_id, codes in ERRORS.items() for code in sorted(codes)])
 def test_each_documented_error_is_what_the_operation_answers(app, client, acme, spec,
-                                                             monkeypatch, operation_id, code):
+                                                             monkeypatch, make_app,
+                                                             operation_id, code):
     method, path, operation = operations(spec)[operation_id]
     documented = resolve(spec, operation["responses"][str(code)])
 
-    response = provoke(app, client, acme, method, path, code, monkeypatch)
+    response = provoke(app, client, acme, method, path, code, monkeypatch, make_app)
 
     assert response.status_code == code
     body = response.get_json()

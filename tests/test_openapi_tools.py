@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from helpers import dispose_app
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 
@@ -67,6 +68,7 @@ def document(tmp_path_factory):
                       "LOG_REQUESTS": False})
     path = directory / "openapi.json"
     path.write_bytes(app.test_client().get("/openapi.json").data)
+    dispose_app(app)
     return path
 
 

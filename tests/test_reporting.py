@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import ProgrammingError
 
-from conftest import SMS, make_key, migrated_database
+from helpers import SMS, dispose_app, make_key, migrated_database
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.db import db
@@ -102,7 +102,8 @@ def reporting_app(tmp_path_factory):
     url = migrated_database("postgresql", tmp_path_factory, "reporting")
     app = create_app({"DATABASE_URL": url, "TESTING": True})
     store_messages(app)
-    return app
+    yield app
+    dispose_app(app)
 
 
 def rows(app, sql: str) -> list[tuple]:

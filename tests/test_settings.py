@@ -3,17 +3,16 @@ apps with other limits in one process each enforce, and document, their own."""
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from conftest import SMS
-from messenger_app import create_app
+from helpers import SMS
 
 SMALL = {"MAX_TEXT_LENGTH": 5, "MAX_INDEXED_TEXT_LENGTH": 3, "MAX_LIST_LENGTH": 2}
 FORM_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data"]
 
 
 @pytest.fixture
-def small(database_url):
+def small(database_url, make_app):
     """A client of an app with small limits, on the same database as `client`'s."""
-    return create_app({"DATABASE_URL": database_url, **SMALL}).test_client()
+    return make_app({"DATABASE_URL": database_url, **SMALL}).test_client()
 
 
 def status(client, headers, body) -> int:
@@ -61,11 +60,12 @@ def test_each_app_documents_its_own_limits(app, small):
 
 
 @pytest.mark.parametrize("content_type", FORM_TYPES)
-def test_form_limits_follow_the_apps_body_and_list_limits(database_url, acme, content_type):
+def test_form_limits_follow_the_apps_body_and_list_limits(database_url, acme, content_type,
+                                                          make_app):
     """werkzeug's limits on forms are derived from the app's own MAX_CONTENT_LENGTH and
     MAX_LIST_LENGTH: a form within those is taken, however far past the defaults."""
-    larger = create_app({"DATABASE_URL": database_url, "MAX_LIST_LENGTH": 1500,
-                         "MAX_CONTENT_LENGTH": 3 * 1024 * 1024, "MAX_TEXT_LENGTH": 2_000_000})
+    larger = make_app({"DATABASE_URL": database_url, "MAX_LIST_LENGTH": 1500,
+                       "MAX_CONTENT_LENGTH": 3 * 1024 * 1024, "MAX_TEXT_LENGTH": 2_000_000})
     text = "x" * 1_500_000  # more than the default 1 MiB
     pairs = [("ref_display_id", text)] + [
         (f"message_read_map[{n}]{key}", value) for n in range(1500)
@@ -80,8 +80,8 @@ def test_form_limits_follow_the_apps_body_and_list_limits(database_url, acme, co
     assert len(response.get_json()["message_read_map"]) == 1500
 
 
-def test_given_form_limits_are_kept(database_url):
-    app = create_app({"DATABASE_URL": database_url, "MAX_FORM_PARTS": 10})
+def test_given_form_limits_are_kept(database_url, make_app):
+    app = make_app({"DATABASE_URL": database_url, "MAX_FORM_PARTS": 10})
 
     assert app.config["MAX_FORM_PARTS"] == 10
     assert app.config["MAX_FORM_MEMORY_SIZE"] == app.config["MAX_CONTENT_LENGTH"]

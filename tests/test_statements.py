@@ -3,9 +3,8 @@ key lookup once a PostgreSQL process has cached the key."""
 import pytest
 from sqlalchemy import text
 
-from conftest import SMS, assert_refused_from_now_on
+from helpers import SMS, assert_refused_from_now_on, create, full_message, url
 from messenger_app.db import db
-from test_messages import create, full_message, url
 
 
 @pytest.fixture

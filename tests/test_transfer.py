@@ -8,11 +8,10 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from conftest import SMS, make_key, migrated_database
+from helpers import SMS, dispose_app, full_message, make_key, migrated_database, row_counts, url
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.db import db
-from test_messages import full_message, row_counts, url
 
 
 def object_id(n: int) -> str:
@@ -263,7 +262,9 @@ def test_import_from_standard_input_through_the_flask_command(database_url, clie
 def empty_app(backend, tmp_path_factory):
     """A second app, on an empty database of the same backend, to import into."""
     url = migrated_database(backend, tmp_path_factory, "transfer")
-    return create_app({"DATABASE_URL": url, "TESTING": True})
+    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    yield app
+    dispose_app(app)
 
 
 @pytest.fixture
