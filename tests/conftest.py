@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, text
 
+from clusters import PgBouncer, PostgresServer, require, scratch_directory
 from helpers import (DROP_TRIGGER, FAILING_TRIGGER, Service, dispose_app, free_port, make_key,
                      migrated_database, wait_until_serving)
 from messenger_app import create_app
@@ -168,3 +169,43 @@ def failing_key_value_writes(app, backend, monkeypatch):
             run(DROP_TRIGGER[backend])
 
     return failing
+
+
+# --- Servers of the tests' own (tests/clusters.py): started by the first test that asks ---
+# They are shared by the whole session: a test makes its own tables (or databases) on them.
+
+@pytest.fixture(scope="session")
+def primary_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL primary of its own on a free loopback port, with streaming replication
+    on."""
+    require("postgres")
+    with scratch_directory() as root, PostgresServer.primary(root / "primary") as server:
+        server.start()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def replica_server(primary_server) -> Iterator[PostgresServer]:
+    """A streaming replica of primary_server (`wait_until_caught_up()` before reading what
+    was just written)."""
+    with scratch_directory() as root, primary_server.replica(
+            root / "replica", application_name="replica_server") as replica:
+        yield replica
+
+
+@pytest.fixture(scope="session")
+def lagging_replica(primary_server) -> Iterator[PostgresServer]:
+    """A streaming replica of primary_server that applies each transaction 3 s after its
+    commit (recovery_min_apply_delay)."""
+    with scratch_directory() as root, primary_server.replica(
+            root / "lagging", apply_delay="3s", application_name="lagging_replica") as replica:
+        yield replica
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(primary_server) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling in front of primary_server, for every database."""
+    require("pgbouncer")
+    with scratch_directory() as root, PgBouncer.start(root / "pgbouncer",
+                                                      primary_server) as bouncer:
+        yield bouncer
