@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from messenger_app.db import db
-from messenger_app.models import messages
+from messenger_app.models import messages, utcnow
 
 
 def message_count() -> int:
@@ -12,7 +12,8 @@ def message_count() -> int:
 
 
 def insert(message_id: str) -> None:
-    db.atomic().execute(messages.insert().values(id=message_id, organization="acme"))
+    db.atomic().execute(messages.insert().values(id=message_id, organization="acme",
+                                                 event_time=utcnow()))
 
 
 def test_a_write_commits_what_ran_atomically_once_at_its_end(app):
@@ -30,10 +31,9 @@ def test_a_write_that_fails_leaves_nothing(app):
             insert("a" * 24)
             1 / 0
         assert message_count() == 0
-        insert_after = db.connection().execute(  # the connection is in autocommit again
-            messages.insert().values(id="c" * 24, organization="acme"))
-        assert insert_after.rowcount == 1
-    with app.test_request_context():
+        db.connection().execute(  # the connection is in autocommit again
+            messages.insert().values(id="c" * 24, organization="acme", event_time=utcnow()))
+    with app.test_request_context():  # so that row committed without a COMMIT
         assert message_count() == 1
 
 
