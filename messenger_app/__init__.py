@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import cli, health, idempotency, logs, messages, metrics
 from .api import Api
-from .config import Config, derived_limits, from_environment
+from .config import Config, derived_limits, from_environment, session_url
 from .db import db
 from .key_cache import KeyCache
 
@@ -32,6 +32,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     logs.init_app(app)
     db.init_app(app)
     app.extensions["api_key_cache"] = KeyCache(app.config["API_KEY_CACHE_SECONDS"],
+                                               session_url(app.config),
                                                app.config["DATABASE_CONNECT_TIMEOUT"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
     api = Api(app)
@@ -46,9 +47,9 @@ def create_app(config: Mapping | None = None) -> Flask:
         app.register_blueprint(commands)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
          allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
-                        "X-Request-ID", idempotency.HEADER],
+                        "X-Request-ID", idempotency.HEADER, messages.CONSISTENCY_TOKEN],
          expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
-                         "Retry-After", idempotency.REPLAYED])
+                         "Retry-After", idempotency.REPLAYED, messages.CONSISTENCY_TOKEN])
     app.after_request(no_content_type_without_content)
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]

@@ -19,6 +19,21 @@ def from_environment(environ: Mapping[str, str]) -> dict:
         # before it is answered 503.
         "DATABASE_CONNECT_TIMEOUT": int(environ.get("DATABASE_CONNECT_TIMEOUT", "3")),
         "DATABASE_STATEMENT_TIMEOUT": int(environ.get("DATABASE_STATEMENT_TIMEOUT", "10000")),
+        # Streaming read replicas (comma-separated URLs) for GET one, lists and `export`;
+        # one further behind than the max lag gets no reads until it catches up.
+        "DATABASE_REPLICA_URLS": [url.strip() for url in
+                                  environ.get("DATABASE_REPLICA_URLS", "").split(",")
+                                  if url.strip()],
+        "DATABASE_REPLICA_MAX_LAG_SECONDS": float(
+            environ.get("DATABASE_REPLICA_MAX_LAG_SECONDS", "5")),
+        # DATABASE_URL (and the replicas' URLs) reach PostgreSQL through a PgBouncer in
+        # transaction pooling mode: no prepared statements, no startup options.
+        "DATABASE_TRANSACTION_POOLING": flag("DATABASE_TRANSACTION_POOLING", "false"),
+        # A URL of PostgreSQL itself, not of a transaction pooler, for what needs a session of
+        # its own: the API key change listener (LISTEN) and import-mongo (a temporary
+        # table). Without it: DATABASE_URL, unless that goes through a transaction pooler
+        # (then keys are looked up on every request and import-mongo asks for it).
+        "DATABASE_SESSION_URL": environ.get("DATABASE_SESSION_URL", ""),
         # Page mode counts matches up to this many; past it, X-Pagination has no total.
         "LIST_COUNT_LIMIT": int(environ.get("LIST_COUNT_LIMIT", "10000")),
         # Limits of what a client may send (413 past the body size, 422 naming the field past
@@ -103,3 +118,10 @@ def derived_limits(config) -> dict:
     an entry."""
     return {"MAX_FORM_MEMORY_SIZE": config["MAX_CONTENT_LENGTH"],
             "MAX_FORM_PARTS": 4 * config["MAX_LIST_LENGTH"] + 100}
+
+
+def session_url(config) -> str | None:
+    """The URL for what needs a session of its own (DATABASE_SESSION_URL); None: none."""
+    if config["DATABASE_SESSION_URL"]:
+        return config["DATABASE_SESSION_URL"]
+    return None if config["DATABASE_TRANSACTION_POOLING"] else config["DATABASE_URL"]

@@ -4,16 +4,24 @@ back at teardown. The connection is in autocommit mode: a read, or a write of on
 statement, commits as it runs, with no BEGIN/COMMIT round trips. A write view runs inside
 `db.write()` (see idempotency.write_once): statements that must commit together run on
 `db.atomic()`, in one transaction that `write()` commits once, at its end. Nothing else in
-the service begins or commits a request's transaction. Commands use an ORM session."""
+the service begins or commits a request's transaction. A read that a replica may serve
+goes through `db.read()` (replicas.py chooses). Commands use an ORM session."""
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from flask import Flask, current_app, g
-from sqlalchemy import Connection, create_engine, event, make_url
+from sqlalchemy import Connection, create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
+
+from .replicas import Replica, Replicas
+
+T = TypeVar("T")
+WRITE_POSITION = text("SELECT pg_current_wal_lsn()")
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +30,25 @@ class Database:
     """The request's unit of database work; `db` is the one instance."""
 
     def init_app(self, app: Flask) -> None:
-        app.extensions["database"] = make_engine(
-            app.config["DATABASE_URL"], app.config["DATABASE_CONNECT_TIMEOUT"],
-            app.config["DATABASE_STATEMENT_TIMEOUT"], isolation_level="AUTOCOMMIT")
+        config = app.config
+
+        def request_engine(url: str, connect_timeout: int) -> Engine:
+            return make_engine(url, connect_timeout, config["DATABASE_STATEMENT_TIMEOUT"],
+                               pooled=config["DATABASE_TRANSACTION_POOLING"],
+                               isolation_level="AUTOCOMMIT")
+
+        app.extensions["database"] = request_engine(config["DATABASE_URL"],
+                                                    config["DATABASE_CONNECT_TIMEOUT"])
+        # A replica's trouble must cost a request little: it is given up on sooner.
+        replica_timeout = min(config["DATABASE_CONNECT_TIMEOUT"], 1)
+        app.extensions["replicas"] = Replicas(
+            config["DATABASE_REPLICA_URLS"], config["DATABASE_REPLICA_MAX_LAG_SECONDS"],
+            lambda url: request_engine(url, replica_timeout))
         app.teardown_appcontext(self._end_request)
+
+    @property
+    def replicas(self) -> Replicas:
+        return current_app.extensions["replicas"]
 
     @property
     def engine(self) -> Engine:
@@ -75,11 +98,56 @@ class Database:
         if not connection.invalidated:  # a lost connection is replaced at teardown
             connection.execution_options(isolation_level="AUTOCOMMIT")
 
+    def read(self, run: Callable[[Connection], T], seen: int | None = None) -> T:
+        """`run(connection)`, a read: on a replica that has replayed the WAL position `seen`
+        (a client's consistency token; None: any replica within its max lag), else on the
+        primary; on the primary again if the replica fails it (its connection lost or
+        refused, a statement it cancelled)."""
+        replica = self.replicas.choose(seen) if self.replicas else None
+        if replica is None or replica.engine is None:
+            g.db_read_target = "primary"
+            return run(self.connection())
+        g.db_read_target = replica.name
+        try:
+            g.db_read_connection = replica.engine.connect()
+            return run(g.db_read_connection)
+        except OperationalError as error:
+            self._replica_failed(replica, error)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            self._replica_failed(replica, error)
+        g.db_read_target = "primary"
+        return run(self.connection())
+
+    @staticmethod
+    def _replica_failed(replica: Replica, error: DBAPIError) -> None:
+        log.warning("A read failed on replica %s; read on the primary instead: %s",
+                    replica.name, getattr(error, "orig", error))
+        replica.set_down(str(getattr(error, "orig", error)).strip().splitlines()[0])
+        failed = g.pop("db_read_connection", None)
+        if failed is not None:
+            failed.invalidate()
+            failed.close()
+
+    @staticmethod
+    def read_target() -> str | None:
+        """Where this request's read ran: "primary" or a replica's name (None: no read)."""
+        return g.get("db_read_target")
+
+    def write_position(self) -> str | None:
+        """The primary's WAL position now, after a write (a consistency token; see
+        replicas.py); None without replicas."""
+        if not self.replicas:
+            return None
+        return self.connection().scalar(WRITE_POSITION)
+
     @staticmethod
     def hand_over_connection() -> Connection:
-        """The request's connection, for a response that still reads with it once the
-        request is over (a streamed list): teardown no longer closes it; the caller does."""
-        return g.pop("db_connection")
+        """The connection this request read with, for a response that still reads with it
+        once the request is over (a streamed list): teardown no longer closes it; the
+        caller does."""
+        return g.pop("db_read_connection") if "db_read_connection" in g else g.pop("db_connection")
 
     @property
     def session(self) -> Session:
@@ -90,22 +158,31 @@ class Database:
 
     @staticmethod
     def _end_request(_exc) -> None:
-        for name in ("db_session", "db_connection"):
+        for name in ("db_session", "db_connection", "db_read_connection"):
             owned = g.pop(name, None)
             if owned is not None:
                 owned.close()  # back to the pool (a lost connection is discarded)
 
 
 def make_engine(url: str, connect_timeout: int | None = None,
-                statement_timeout_ms: int | None = None, **engine_options) -> Engine:
+                statement_timeout_ms: int | None = None, pooled: bool = False,
+                **engine_options) -> Engine:
     """The engine for `url`; on PostgreSQL, timeouts bound how long a request can wait for a
     database that is down or stuck (migrations run without them). JIT is off: it compiles
     a statement the planner guesses costly (a list on a million rows whose statistics are
     stale, say) and took 100 ms to save nothing on statements that run in a few. Sessions
-    are in UTC whatever the server's time zone: date-times come back as UTC text, which
-    Python can always read (9999-12-31 in UTC would be year 10000 in Berlin)."""
-    connect_args: dict[str, str | int] = {}
-    if url.startswith("postgresql"):
+    are in UTC (message_json renders date-times in UTC whatever the session's time zone).
+
+    `pooled`: `url` goes through a transaction-pooling PgBouncer, which takes no startup
+    options and can't keep a prepared statement on the server connection it gives a
+    transaction (psycopg prepares a statement run five times): neither is used, and the
+    settings above are the database's or the role's to make (docs/scaling.md)."""
+    connect_args: dict[str, str | int | None] = {}
+    if url.startswith("postgresql") and pooled:
+        connect_args["prepare_threshold"] = None
+        if connect_timeout:
+            connect_args["connect_timeout"] = connect_timeout
+    elif url.startswith("postgresql"):
         settings = ["-c jit=off", "-c timezone=UTC"]
         if connect_timeout:
             connect_args["connect_timeout"] = connect_timeout

@@ -17,10 +17,23 @@ SCHEMA_HEAD = ScriptDirectory.from_config(
 ).get_current_head()
 
 
+class ReplicaSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "10.0.0.2:5432/messenger"})
+    state = fields.String(required=True, metadata={
+        "description": "`ok` (serves reads), `lagging`, `down`, `invalid` (not a URL), or "
+                       "`unknown` (not checked yet)."})
+    lag_seconds = fields.Float(required=True, allow_none=True)
+    reason = fields.String(metadata={"description": "Why it serves no reads."})
+
+
 class HealthSchema(Schema):
     status = fields.String(required=True, metadata={"example": "ok"})
     schema = fields.String(metadata={"description": (
         "The Alembic revision of the database (`/readyz` only).")})
+    replicas = fields.List(fields.Nested(ReplicaSchema), metadata={"description": (
+        "`/readyz`, with DATABASE_REPLICA_URLS: each read replica as this process last saw "
+        "it. A replica's trouble does not make the service unready: reads go to the "
+        "primary meanwhile.")})
 
 
 @blp.route("/healthz")
@@ -47,4 +60,5 @@ class Ready(MethodView):
         if revision != SCHEMA_HEAD:
             abort(503, message=f"The database schema is at {revision}, not {SCHEMA_HEAD}: "
                                "run the migrations.")
-        return {"status": "ready", "schema": revision}
+        ready = {"status": "ready", "schema": revision}
+        return {**ready, "replicas": db.replicas.status()} if db.replicas else ready

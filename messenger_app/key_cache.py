@@ -8,7 +8,7 @@ from select import select as select_fds
 from typing import Any
 
 import psycopg
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam, make_url, select
 
 from .db import db
 from .models import ApiKey
@@ -39,8 +39,9 @@ class KeyCache:
     LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
                 "keepalives_count": 3, "tcp_user_timeout": 5000}
 
-    def __init__(self, max_age: float, connect_timeout: int) -> None:
+    def __init__(self, max_age: float, listen_url: str | None, connect_timeout: int) -> None:
         self.max_age = max_age
+        self.listen_url = listen_url  # PostgreSQL itself: LISTEN needs a session of its own
         self.connect_timeout = connect_timeout
         self.keys: dict[bytes, tuple[Row, float]] = {}  # by the secret's digest: when looked up
         self.lock = threading.Lock()  # the listening connection is shared by the threads
@@ -72,11 +73,14 @@ class KeyCache:
         """Whether this process is listening; (re)connects now and then if not."""
         if self.listener is not None and self.pid == os.getpid():
             return True
-        if db.engine.dialect.name != "postgresql" or time.monotonic() < self.next_attempt:
+        if self.listen_url is None or time.monotonic() < self.next_attempt:
+            return False
+        url = make_url(self.listen_url)
+        if url.get_backend_name() != "postgresql":
             return False
         self.next_attempt = time.monotonic() + self.RETRY_SECONDS
         try:
-            url = db.engine.url.set(drivername="postgresql")
+            url = url.set(drivername="postgresql")
             listener = psycopg.connect(url.render_as_string(hide_password=False),
                                        autocommit=True, connect_timeout=self.connect_timeout,
                                        **self.LIVENESS)

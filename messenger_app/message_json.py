@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Boolean, FromClause, Text, cast, func, select
+from sqlalchemy import Boolean, FromClause, Text, cast, func, literal_column, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -55,8 +55,11 @@ def _message_json_postgresql(element: MessageJSON, compiler, **kw) -> str:
                                             key_values.c.values_text, key_values.c.queryparam)
                       ).aggregate_order_by(key_values.c.channel, key_values.c.ordinal)
     ).where(key_values.c.message_id == table.c.id).scalar_subquery()
-    array = func.json_build_array(*(table.c[name] for name in SCALAR_FIELDS), attachment_ids,
-                                  key_value_rows)
+    # Date-times as UTC whatever the session's time zone (through a pooler, it is the
+    # server's): 9999-12-31 in UTC would be year 10000 in Berlin, which Python can't read.
+    columns = (func.timezone(literal_column("'UTC'"), table.c[name])
+               if name in DATE_TIME_FIELDS else table.c[name] for name in SCALAR_FIELDS)
+    array = func.json_build_array(*columns, attachment_ids, key_value_rows)
     return compiler.process(cast(array, Text), **kw)
 
 
@@ -88,7 +91,7 @@ def decode(text: str | bytes) -> dict[str, Any]:
     values = dict(zip(SCALAR_FIELDS, scalars, strict=True))
     for name in BOOLEAN_FIELDS:  # SQLite's JSON has 0 and 1
         values[name] = bool(values[name])
-    for name in DATE_TIME_FIELDS:  # ISO 8601 text; SQLite's has no offset, and is UTC
+    for name in DATE_TIME_FIELDS:  # ISO 8601 text in UTC, without an offset
         if values[name] is not None:
             values[name] = format_date_time(datetime.fromisoformat(values[name]))
     values["attachment_ids"] = attachment_ids or []

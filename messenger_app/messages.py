@@ -18,6 +18,7 @@ import orjson
 from flask import Response, current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import EXCLUDE, Schema
 from marshmallow import fields as ma_fields
 from werkzeug.routing import BaseConverter
 
@@ -30,6 +31,7 @@ from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .idempotency import REPLAYED_HEADER, write_once
 from .message_json import encode, new_message
 from .models import OBJECT_ID_PATTERN, new_object_id, utcnow
+from .replicas import parse_lsn
 from .schemas import MessageInputSchema, MessageListArgsSchema, MessageSchema
 
 blp = Blueprint(
@@ -52,9 +54,33 @@ class ObjectIdConverter(BaseConverter):
         return value.lower()
 
 
+CONSISTENCY_TOKEN = "Consistency-Token"
+CONSISTENCY_COOKIE = "consistency_token"
+CONSISTENCY_TOKEN_HEADER = {CONSISTENCY_TOKEN: {
+    "description": "With read replicas configured: the database's position after this write. "
+                   "Sent back on reads (or kept as the `consistency_token` cookie, which "
+                   "this response also sets), it makes them see this write.",
+    "schema": {"type": "string", "example": "0/16B3748"}}}
+class ConsistencyTokenSchema(Schema):
+    """The list's header parameter (one message's is in its `parameters`)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    token = ma_fields.String(data_key="Consistency-Token", metadata={"description": (
+        "Optional, with read replicas: the `Consistency-Token` of the client's latest write "
+        "(or its cookie): the list then shows that write. Without one, it shows every write "
+        "older than DATABASE_REPLICA_MAX_LAG_SECONDS.")})
+
+
+CONSISTENCY_TOKEN_PARAMETER = {
+    "in": "header", "name": CONSISTENCY_TOKEN, "required": False, "schema": {"type": "string"},
+    "description": "Optional, with read replicas: the `Consistency-Token` of the client's "
+                   "latest write (or its cookie): the read then sees that write. Without "
+                   "one, it sees every write older than DATABASE_REPLICA_MAX_LAG_SECONDS."}
 OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{ObjectIdConverter.regex}$"}
 ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
-WRITE_HEADERS = {**ETAG_HEADER, **REPLAYED_HEADER}
+WRITE_HEADERS = {**ETAG_HEADER, **REPLAYED_HEADER, **CONSISTENCY_TOKEN_HEADER}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
             "description": "Optional: change only if the message still has this ETag (else 412)."}
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
@@ -113,6 +139,36 @@ def errors(*codes: int):
     return document
 
 
+@blp.after_request
+def add_consistency_token(response: Response) -> Response:
+    """A write's position, for the client's next reads (see replicas.py)."""
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and response.status_code < 300:
+        position = db.write_position()
+        if position is not None:
+            response.headers[CONSISTENCY_TOKEN] = position
+            response.set_cookie(CONSISTENCY_COOKIE, position, httponly=True, samesite="Lax",
+                                path="/ux/", max_age=consistency_cookie_seconds())
+    return response
+
+
+def consistency_cookie_seconds() -> int:
+    """Past its max lag, any replica that serves reads has the write."""
+    return max(5, int(2 * current_app.config["DATABASE_REPLICA_MAX_LAG_SECONDS"]))
+
+
+def seen_position() -> int | None:
+    """The WAL position a read must see: the client's consistency token, from the header or
+    the cookie; one that can't be read asks for the primary."""
+    token = request.headers.get(CONSISTENCY_TOKEN) or request.cookies.get(CONSISTENCY_COOKIE)
+    if token is None:
+        return None
+    position = parse_lsn(token.strip())
+    return UNREADABLE_POSITION if position is None else position
+
+
+UNREADABLE_POSITION = 1 << 64  # past any replica's
+
+
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, mimetype="application/json")
 
@@ -169,8 +225,9 @@ class Messages(MethodView):
             "schema": {"type": "string"}},
     })
     @errors(401, 422, 503)
+    @blp.arguments(ConsistencyTokenSchema, location="headers", as_kwargs=True)
     @blp.doc(operationId="list_messages")
-    def get(self, args):
+    def get(self, args, **_consistency_token):  # read by seen_position(), as for one message
         """List messages, filtered and ordered (oldest first unless asked).
 
         A parameter with an empty value (`?ref_id=`) is taken as absent: it filters
@@ -199,10 +256,11 @@ class MessageItem(MethodView):
     @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.",
                       headers=ETAG_HEADER)
     @errors(401, 404, 503)
-    @blp.doc(operationId="read_message", parameters=[IF_NONE_MATCH])
+    @blp.doc(operationId="read_message", parameters=[IF_NONE_MATCH, CONSISTENCY_TOKEN_PARAMETER])
     def get(self, message_id):
         """Read one message."""
-        found = queries.read_message(db.connection(), message_id, key_scope())
+        found = db.read(lambda connection: queries.read_message(connection, message_id,
+                                                                key_scope()), seen_position())
         if found is None:
             not_found()
         message, row_version = found
@@ -229,7 +287,7 @@ class MessageItem(MethodView):
         """Update the fields sent; the others keep their values."""
         return update(message_id, fields)
 
-    @blp.response(204, headers=REPLAYED_HEADER)
+    @blp.response(204, headers={**REPLAYED_HEADER, **CONSISTENCY_TOKEN_HEADER})
     @errors(401, 404, 409, 412, 422, 503)
     @blp.doc(operationId="delete_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @write_once
@@ -266,9 +324,10 @@ def numbered_page(filters, organization, ordering, page: int, page_size: int) ->
     if all(name != "id" for name, _ in ordering):
         ordering = [*ordering, ("id", ordering[0][1])]  # a total order: stable pages
     offset = (page - 1) * page_size
-    page_read, total = queries.read_page_and_count(
-        db.connection(), filters, organization, ordering, page_size, offset,
-        current_app.config["LIST_COUNT_LIMIT"])
+    count_limit = current_app.config["LIST_COUNT_LIMIT"]
+    page_read, total = db.read(lambda connection: queries.read_page_and_count(
+        connection, filters, organization, ordering, page_size, offset, count_limit),
+        seen_position())
     if total is not None:
         metadata = Blueprint._make_pagination_metadata(page, page_size, total)
     else:
@@ -291,8 +350,8 @@ def cursor_page(filters, organization, ordering, cursor: str, page_size: int) ->
     descending = ordering[0][1] if ordering else False
     if cursor != CURSOR_START:
         filters[f"id__{'lt' if descending else 'gt'}"] = decode_cursor(cursor)
-    page = queries.read_page(db.connection(), filters, organization, [("id", descending)],
-                             page_size)
+    page = db.read(lambda connection: queries.read_page(
+        connection, filters, organization, [("id", descending)], page_size), seen_position())
     headers = {}
     if page.last_id is not None:  # more follow
         headers["Link"] = link_header({"next": {"cursor": encode_cursor(page.last_id)}})

@@ -23,6 +23,7 @@ from prometheus_client import (
 from sqlalchemy import event
 
 from .api import ErrorSchema, abort
+from .db import db
 from .logs import elapsed_seconds
 
 disable_created_metrics()  # no `_created` series: one sample fewer for every count
@@ -44,6 +45,14 @@ DB_CONNECTIONS_OPEN = Gauge("messenger_db_connections_open",
 DB_CONNECTIONS_IN_USE = Gauge("messenger_db_connections_in_use",
                               "Database connections checked out of the pool (by requests "
                               "under way).", multiprocess_mode="livesum")
+# Reads (GET one, lists) by where they ran: "primary" or a replica (host:port/database).
+DB_READS = Counter("messenger_db_reads", "Reads run, by target.", ["target"])
+# Each replica as the process that serves the scrape last saw it (every process checks).
+REPLICA_UP = Gauge("messenger_db_replica_up", "1 if the replica serves reads, else 0.",
+                   ["replica"], multiprocess_mode="livemostrecent")
+REPLICA_LAG = Gauge("messenger_db_replica_lag_seconds",
+                    "How far behind the primary the replica was at its last check.",
+                    ["replica"], multiprocess_mode="livemostrecent")
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics.")
 
@@ -64,6 +73,9 @@ def record_request(response):
                             response.status_code)
     count.inc()
     latency.observe(elapsed_seconds())
+    target = db.read_target()
+    if target is not None:
+        DB_READS.labels(target).inc()
     return response
 
 
@@ -83,6 +95,10 @@ class Metrics(MethodView):
         database connections."""
         if not current_app.config["METRICS"]:
             abort(404)  # as any unknown URL
+        for replica in db.replicas.status():
+            REPLICA_UP.labels(replica["name"]).set(replica["state"] == "ok")
+            REPLICA_LAG.labels(replica["name"]).set(
+                float("nan") if replica["lag_seconds"] is None else replica["lag_seconds"])
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

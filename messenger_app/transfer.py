@@ -27,6 +27,7 @@ from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, 
 from sqlalchemy.exc import DBAPIError
 
 from . import queries
+from .config import session_url
 from .db import make_engine
 from .message_json import format_date_time, new_message
 from .models import OBJECT_ID_PATTERN
@@ -211,10 +212,11 @@ def json_array(file):
 # --- import-mongo -----------------------------------------------------------------------
 
 @contextmanager
-def bulk_connection() -> Iterator[Connection]:
-    """A connection of its own, without the requests' timeouts (a bulk job is no request);
-    its temporary table goes with it."""
-    engine = make_engine(current_app.config["DATABASE_URL"])
+def bulk_connection(url: str) -> Iterator[Connection]:
+    """A connection of its own to `url`, without the requests' timeouts (a bulk job is no
+    request); its temporary table goes with it."""
+    engine = make_engine(url, pooled=current_app.config["DATABASE_TRANSACTION_POOLING"]
+                         and url != current_app.config["DATABASE_SESSION_URL"])
     try:
         with engine.connect() as connection:
             yield connection
@@ -298,6 +300,16 @@ def store_batch(connection: Connection, batch: list[tuple[int, dict]]) -> BatchR
     return BatchResult(len(inserted), len(new) - len(inserted), sorted(repeated))
 
 
+def import_url() -> str:
+    """The import's temporary table lives as long as its session: not through a pooler."""
+    url = session_url(current_app.config)
+    if url is None:
+        raise click.ClickException(
+            "import-mongo needs a session of its own, which a transaction pooler can't give: "
+            "set DATABASE_SESSION_URL to PostgreSQL itself.")
+    return url
+
+
 def import_mongo(file, json_array_format: bool, batch_size: int) -> None:
     """Import the documents of `file` (see cli.import_mongo_command)."""
     documents = json_array(file) if json_array_format else json_lines(file)
@@ -305,7 +317,8 @@ def import_mongo(file, json_array_format: bool, batch_size: int) -> None:
     # One batch is written (by the writer thread, waiting on the database) while the next
     # is read and validated (Python), so the two overlap.
     try:
-        with bulk_connection() as connection, ThreadPoolExecutor(max_workers=1) as writer:
+        with bulk_connection(import_url()) as connection, \
+                ThreadPoolExecutor(max_workers=1) as writer:
             with connection.begin():
                 SEEN.create(connection)
             batch, writing = [], None
@@ -342,11 +355,22 @@ def import_mongo(file, json_array_format: bool, batch_size: int) -> None:
 
 # --- export -----------------------------------------------------------------------------
 
+def export_url() -> str:
+    """A replica that serves reads now, if there is one; else the primary."""
+    replicas = current_app.extensions["replicas"]
+    replicas.check_now()
+    replica = next((replica for replica in replicas.replicas if replica.state == "ok"), None)
+    if replica is None or replica.engine is None:
+        return current_app.config["DATABASE_URL"]
+    click.echo(f"exporting from replica {replica.name}", err=True)
+    return replica.engine.url.render_as_string(hide_password=False)
+
+
 def export(file, organization: str | None, batch_size: int) -> None:
     """Write the messages to `file` (see cli.export_command)."""
     started = time.monotonic()
     count = 0
-    with bulk_connection() as connection:
+    with bulk_connection(export_url()) as connection:
         if connection.dialect.name == "postgresql":  # one snapshot from first to last batch
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
