@@ -3,6 +3,7 @@ keys, messages, real HTTP and servers, and faults to inject. Test modules import
 `from helpers import ...`; no test module imports conftest or another test module."""
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -73,10 +74,12 @@ def migrated_database(backend: str, tmp_path_factory, name: str) -> str:
 
 def dispose_app(app: Flask) -> None:
     """Close every connection `app` holds open: its engine's pool and, on PostgreSQL, the
-    API key cache's LISTEN connection. Left to garbage collection they close whenever it
-    runs, in the middle of a later test (moving the pool gauges of /metrics, say). The one
-    place that knows what an app holds; safe to call more than once."""
+    API key cache's LISTEN connection, its replicas' (whose checks it stops). Left to garbage
+    collection they close whenever it runs, in the middle of a later test (moving the pool
+    gauges of /metrics, say). The one place that knows what an app holds; safe to call more
+    than once."""
     app.extensions["database"].dispose()
+    app.extensions["replicas"].close()
     cache = app.extensions.get("api_key_cache")
     listener = getattr(cache, "listener", None)
     if listener is not None:
@@ -273,3 +276,21 @@ class TcpProxy:
         for sock in (source, sink):
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+# --- docs/reporting.md ------------------------------------------------------------------
+
+def documented_queries() -> list[str]:
+    document = (PROJECT_ROOT / "docs" / "reporting.md").read_text()
+    return re.findall(r"^### \d+\..*?```sql\n(.*?)```", document, flags=re.S | re.M)
+
+
+def documented_role_statements(reader: str, analyst: str, database: str) -> str:
+    """docs/reporting.md's statements that make the read-only role and an analyst in it, with
+    these names."""
+    document = (PROJECT_ROOT / "docs" / "reporting.md").read_text()
+    section = document[document.index("## A read-only role"):document.index("## Ten ready")]
+    statements = "".join(re.findall(r"```sql\n(.*?)```", section, flags=re.S))
+    statements = re.sub(r"\bmessenger_reader\b", reader, statements)
+    statements = re.sub(r"\balice\b", analyst, statements)
+    return statements.replace("DATABASE messenger ", f'DATABASE "{database}" ')

@@ -285,7 +285,8 @@ def test_bodies_are_optional_as_the_service_takes_none(spec, client, acme):
 def test_list_parameters_may_be_empty_as_the_service_takes_empty_for_absent(spec, client,
                                                                             acme):
     create(client, acme)
-    parameters = operations(spec)["list_messages"][2]["parameters"]
+    parameters = [p for p in operations(spec)["list_messages"][2]["parameters"]
+                  if p["in"] == "query"]
     empty = {p["name"]: "" for p in parameters}
 
     listed = client.get(SMS, query_string=empty, headers=acme)

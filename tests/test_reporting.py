@@ -1,7 +1,6 @@
 """The reporting views (migration 0007) and the ten queries of docs/reporting.md, against
 messages stored through the API whose answers are worked out by hand below."""
 import json
-import re
 import secrets
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -10,9 +9,9 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import ProgrammingError
 
-from helpers import SMS, dispose_app, make_key, migrated_database
+from helpers import (SMS, dispose_app, documented_queries, documented_role_statements, make_key,
+                     migrated_database)
 from messenger_app import create_app
-from messenger_app.config import PROJECT_ROOT
 from messenger_app.db import db
 
 EMPTY = {"keys": None, "values": None, "queryparam": False}
@@ -78,11 +77,6 @@ EXPECTED = [
 ]
 
 
-def documented_queries() -> list[str]:
-    document = (PROJECT_ROOT / "docs" / "reporting.md").read_text()
-    return re.findall(r"^### \d+\..*?```sql\n(.*?)```", document, flags=re.S | re.M)
-
-
 def store_messages(app) -> dict[str, str]:
     """Store MESSAGES through the API; their ids by name."""
     client, admin = app.test_client(), make_key(app, None)
@@ -129,17 +123,6 @@ def test_the_queries_are_right_in_any_session_time_zone(reporting_app):
 
 
 # --- The analysts' read-only role (PostgreSQL) ---------------------------------------------
-
-def documented_role_statements(reader: str, analyst: str, database: str) -> str:
-    """docs/reporting.md's statements that make the read-only role and an analyst in it, with
-    these names."""
-    document = (PROJECT_ROOT / "docs" / "reporting.md").read_text()
-    section = document[document.index("## A read-only role"):document.index("## Ten ready")]
-    statements = "".join(re.findall(r"```sql\n(.*?)```", section, flags=re.S))
-    statements = re.sub(r"\bmessenger_reader\b", reader, statements)
-    statements = re.sub(r"\balice\b", analyst, statements)
-    return statements.replace("DATABASE messenger ", f'DATABASE "{database}" ')
-
 
 @pytest.fixture(scope="module")
 def analyst(reporting_app):
