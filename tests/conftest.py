@@ -1,4 +1,7 @@
-"""Every test runs against SQLite and PostgreSQL, on a schema built by `alembic upgrade head`.
+"""Every test runs against SQLite, PostgreSQL, and PostgreSQL through PgBouncer in
+transaction pooling mode (`pgbouncer`: the app's requests go through a PgBouncer the tests
+start in front of the same server; migrations and the tests' own SQL go to it directly), on
+a schema built by `alembic upgrade head`.
 
 PostgreSQL: TEST_DATABASE_URL, by default a `messenger_test` database on 127.0.0.1:5432 that
 is dropped and created anew for each run. Where PostgreSQL can't be reached its tests are
@@ -11,35 +14,53 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from contextlib import contextmanager
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 
 from clusters import PgBouncer, PostgresServer, require, scratch_directory
-from helpers import (DROP_TRIGGER, FAILING_TRIGGER, Service, dispose_app, free_port, make_key,
-                     migrated_database, wait_until_serving)
+from helpers import (DROP_TRIGGER, FAILING_TRIGGER, POSTGRES_URL, Service, dispose_app, free_port,
+                     make_key, migrated_database, on_postgresql, wait_until_serving)
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.db import db
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite", "postgresql", "pgbouncer"])
 def backend(request) -> str:
     return request.param
 
 
 @pytest.fixture(scope="session")
 def database_url(backend, tmp_path_factory) -> str:
-    return migrated_database(backend, tmp_path_factory, "main")
+    """The database's own URL (PostgreSQL's itself for `pgbouncer`)."""
+    return migrated_database(backend, tmp_path_factory,
+                             "pgbouncer" if backend == "pgbouncer" else "main")
 
 
 @pytest.fixture(scope="session")
-def app(database_url):
-    made = create_app({"DATABASE_URL": database_url, "TESTING": True})
+def app(backend, database_url, request):
+    config = {"DATABASE_URL": database_url, "TESTING": True}
+    if backend == "pgbouncer":
+        bouncer = request.getfixturevalue("suite_pgbouncer")
+        config |= {"DATABASE_URL": bouncer.url(make_url(database_url).database),
+                   "DATABASE_TRANSACTION_POOLING": True, "DATABASE_SESSION_URL": database_url}
+    made = create_app(config)
     yield made
     dispose_app(made)
+
+
+@pytest.fixture(scope="session")
+def suite_pgbouncer(backend) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the tests' PostgreSQL server."""
+    require("pgbouncer")
+    server = SimpleNamespace(port=make_url(POSTGRES_URL).port or 5432)
+    with scratch_directory() as root, PgBouncer.start(root / "suite-pgbouncer", server,
+                                                      pool_size=20) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture(scope="session")
@@ -162,11 +183,11 @@ def failing_key_value_writes(app, backend, monkeypatch):
 
     @contextmanager
     def failing():
-        run(FAILING_TRIGGER[backend])
+        run(FAILING_TRIGGER["postgresql" if on_postgresql(backend) else "sqlite"])
         try:
             yield
         finally:
-            run(DROP_TRIGGER[backend])
+            run(DROP_TRIGGER["postgresql" if on_postgresql(backend) else "sqlite"])
 
     return failing
 

@@ -32,6 +32,12 @@ CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"  # no serv
 
 # --- Databases --------------------------------------------------------------------------
 
+def on_postgresql(backend: str) -> bool:
+    """Whether the `backend` fixture's database is PostgreSQL (directly or through
+    PgBouncer)."""
+    return backend in ("postgresql", "pgbouncer")
+
+
 def alembic_config(url: str) -> AlembicConfig:
     config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
     config.attributes["url"] = url

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.compiler import RESERVED_WORDS as ANSI_RESERVED_WORDS
 
-from helpers import alembic_config, fresh_database
+from helpers import alembic_config, fresh_database, on_postgresql
 from messenger_app.config import PROJECT_ROOT
 from messenger_app.models import Base
 
@@ -182,7 +182,7 @@ def test_date_times_are_timezone_aware_and_children_cascade(database_url, backen
         for table in TABLES:
             for column in inspector.get_columns(table):
                 is_date_time = "time" in column["name"] or column["name"].endswith("_at")
-                if is_date_time and backend == "postgresql":  # SQLite has no such type
+                if is_date_time and on_postgresql(backend):  # SQLite has no such type
                     assert column["type"].timezone, column
         for table in ("message_attachments", "message_key_values"):
             (foreign_key,) = inspector.get_foreign_keys(table)
@@ -206,7 +206,7 @@ def test_every_table_and_column_is_commented_in_postgresql(database_url, backend
     """What `\\d+` shows a DBA; SQLite keeps no comments, so its leg checks the models."""
     for table in Base.metadata.tables.values():
         assert table.comment and all(column.comment for column in table.columns), table.name
-    if backend != "postgresql":
+    if not on_postgresql(backend):
         return
     engine = create_engine(database_url)
     try:

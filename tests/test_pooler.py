@@ -3,7 +3,7 @@ tests: tests/clusters.py), with DATABASE_TRANSACTION_POOLING, and what needs a s
 its own going to PostgreSQL directly (DATABASE_SESSION_URL)."""
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from helpers import (SMS, alembic_config, assert_refused_from_now_on, create, full_message,
                      make_key, url)
@@ -104,3 +104,22 @@ def test_without_the_setting_the_pooler_refuses_the_service(make_app, pgbouncer,
     client = app.test_client()
 
     assert client.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize("backend", ["pgbouncer"], indirect=True)
+def test_the_suites_pgbouncer_backend_goes_through_pgbouncer(backend, app, client, acme,
+                                                              suite_pgbouncer):
+    """Every test on the `app` fixture runs a third time with its requests through a
+    PgBouncer in transaction pooling mode: its own counters show them."""
+    database = make_url(app.config["DATABASE_URL"]).database
+
+    def transactions() -> int:
+        stats = {row["database"]: row for row in suite_pgbouncer.admin("SHOW STATS")}
+        return int(stats[database]["total_xact_count"])
+
+    before = transactions()
+    for _ in range(3):
+        assert client.get(url(create(client, acme)["id"]), headers=acme).status_code == 200
+
+    assert make_url(app.config["DATABASE_URL"]).port == suite_pgbouncer.port
+    assert transactions() - before >= 6

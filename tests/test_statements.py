@@ -3,14 +3,14 @@ key lookup once a PostgreSQL process has cached the key."""
 import pytest
 from sqlalchemy import text
 
-from helpers import SMS, assert_refused_from_now_on, create, full_message, url
+from helpers import SMS, assert_refused_from_now_on, create, full_message, on_postgresql, url
 from messenger_app.db import db
 
 
 @pytest.fixture
 def key_lookups(backend) -> int:
     """Statements the key lookup adds: none once cached (PostgreSQL), one otherwise."""
-    return 0 if backend == "postgresql" else 1
+    return 0 if on_postgresql(backend) else 1
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_create_costs_constant_statements(client, acme, warm, count_statements
         assert client.post(SMS, json=body, headers=acme).status_code == 201
 
     # PostgreSQL: one INSERT with its children in data-modifying CTEs.
-    statements = 1 if backend == "postgresql" else sqlite_statements
+    statements = 1 if on_postgresql(backend) else sqlite_statements
     assert counted[0] == statements + key_lookups
 
 
@@ -107,8 +107,8 @@ def test_an_idempotency_key_adds_two_statements_to_a_create(
 
     # The claim (on SQLite after a DELETE of expired keys) and the claim marked done in
     # the insert's transaction; a replay: the claim, then reading the stored response.
-    purge = 0 if backend == "postgresql" else 1
-    insert = 1 if backend == "postgresql" else sqlite_statements
+    purge = 0 if on_postgresql(backend) else 1
+    insert = 1 if on_postgresql(backend) else sqlite_statements
     assert created[0] == purge + 1 + insert + 1 + key_lookups
     assert replayed[0] == purge + 2 + key_lookups
 
