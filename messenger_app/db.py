@@ -103,7 +103,9 @@ class Database:
         (a client's consistency token; None: any replica within its max lag), else on the
         primary; on the primary again if the replica fails it (its connection lost or
         refused, a statement it cancelled)."""
-        replica = self.replicas.choose(seen) if self.replicas else None
+        if not self.replicas:
+            return run(self.connection())
+        replica = self.replicas.choose(seen)
         if replica is None or replica.engine is None:
             g.db_read_target = "primary"
             return run(self.connection())
@@ -132,13 +134,14 @@ class Database:
 
     @staticmethod
     def read_target() -> str | None:
-        """Where this request's read ran: "primary" or a replica's name (None: no read)."""
+        """Where this request's read ran, with replicas configured: "primary" or a replica's
+        name (None: no read, or no replicas)."""
         return g.get("db_read_target")
 
     def write_position(self) -> str | None:
         """The primary's WAL position now, after a write (a consistency token; see
         replicas.py); None without replicas."""
-        if not self.replicas:
+        if not self.replicas or self.engine.dialect.name != "postgresql":
             return None
         return self.connection().scalar(WRITE_POSITION)
 

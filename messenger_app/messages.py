@@ -147,7 +147,8 @@ def add_consistency_token(response: Response) -> Response:
         if position is not None:
             response.headers[CONSISTENCY_TOKEN] = position
             response.set_cookie(CONSISTENCY_COOKIE, position, httponly=True, samesite="Lax",
-                                path="/ux/", max_age=consistency_cookie_seconds())
+                                secure=request.is_secure, path="/ux/",
+                                max_age=consistency_cookie_seconds())
     return response
 
 
