@@ -44,6 +44,7 @@ class Database:
         app.extensions["replicas"] = Replicas(
             config["DATABASE_REPLICA_URLS"], config["DATABASE_REPLICA_MAX_LAG_SECONDS"],
             lambda url: request_engine(url, replica_timeout))
+        app.extensions["replicas"].watch()  # checked before the first read, if it can be
         app.teardown_appcontext(self._end_request)
 
     @property

@@ -25,13 +25,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 0.5
-# Everything received replayed: caught up (an idle primary writes no new transactions, so the
-# time of the last one replayed says nothing); else how old the last one replayed is.
 CHECK = text(
     "SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn() AS replayed,"
-    " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
-    " ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9)"
-    " END AS lag_seconds")
+    " pg_last_wal_receive_lsn() AS received,"
+    " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) AS replayed_age")
 
 
 def parse_lsn(token: str | None) -> int | None:
@@ -45,8 +42,14 @@ def parse_lsn(token: str | None) -> int | None:
         return None
 
 
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+def lag_seconds(row) -> float | None:
+    """How far behind the primary a replica is, from its CHECK row: nothing when it has
+    replayed all it received (an idle primary sends no new transactions, so the time of
+    the last one replayed says nothing then); else how old the last one it replayed is;
+    None if it has replayed none since it started."""
+    if row.received is None or row.received == row.replayed:
+        return 0.0
+    return None if row.replayed_age is None else float(row.replayed_age)
 
 
 @dataclass
@@ -70,13 +73,16 @@ class Replica:
             self.set_down(str(getattr(error, "orig", error)).strip().splitlines()[0])
             return
         replayed = parse_lsn(row.replayed) or 0
+        lag = lag_seconds(row)
         if not row.in_recovery:
             self._set("down", None, replayed, "not a replica (not in recovery)")
-        elif row.lag_seconds > max_lag:
-            self._set("lagging", float(row.lag_seconds), replayed,
-                      f"{row.lag_seconds:.1f} s behind (more than {max_lag:g} s)")
+        elif lag is None:
+            self._set("lagging", None, replayed,
+                      "catching up: no transaction replayed since it started")
+        elif lag > max_lag:
+            self._set("lagging", lag, replayed, f"{lag:.1f} s behind (more than {max_lag:g} s)")
         else:
-            self._set("ok", float(row.lag_seconds), replayed, "")
+            self._set("ok", lag, replayed, "")
 
     def set_down(self, reason: str) -> None:
         self._set("down", None, self.replayed, reason)
@@ -118,13 +124,15 @@ class Replicas:
     def choose(self, position: int | None) -> Replica | None:
         """A replica that may serve a read by a client who has seen `position` (None: no
         token); None: the primary must."""
-        self._watch()
+        self.watch()
         fit = [replica for replica in self.replicas if replica.state == "ok"
                and (position is None or replica.replayed >= position)]
         return random.choice(fit) if fit else None
 
-    def _watch(self) -> None:
-        if self.pid == os.getpid():
+    def watch(self) -> None:
+        """Check the replicas from a thread of this process's, started now unless it runs
+        (after a fork, the child's own)."""
+        if not self.replicas or self.pid == os.getpid():
             return
         with self.lock:
             if self.pid == os.getpid():
@@ -157,7 +165,7 @@ class Replicas:
 
     def status(self) -> list[dict]:
         """Each replica's state, for /readyz and /metrics."""
-        self._watch()
+        self.watch()
         return [{"name": replica.name, "state": replica.state,
                  "lag_seconds": replica.lag_seconds, **({"reason": replica.reason}
                                                         if replica.reason else {})}

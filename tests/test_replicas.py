@@ -4,6 +4,7 @@ failure, and the replicas' state in /readyz and /metrics."""
 import secrets
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from alembic import command
@@ -12,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from helpers import (SMS, alembic_config, create, documented_queries, documented_role_statements,
                      make_key, url)
+from messenger_app.replicas import lag_seconds, parse_lsn
 
 DATABASE = "messenger_replicas"
 
@@ -244,3 +246,22 @@ def test_an_analyst_reports_on_a_replica(replicated_database, primary_server, re
         engine.dispose()
         primary_server.execute(f'DROP OWNED BY "{analyst}", "{reader}"', database=DATABASE)
         primary_server.execute(f'DROP ROLE "{analyst}", "{reader}"')
+
+
+@pytest.mark.parametrize("received, replayed, age, lag", [
+    ("0/3000060", "0/3000060", 99.0, 0.0),  # all replayed: an idle primary, caught up
+    (None, "0/3000060", None, 0.0),  # no WAL receiver (restored from an archive): as replayed
+    ("0/3000090", "0/3000060", 2.5, 2.5),  # behind: the age of the last transaction replayed
+    ("0/3000090", "0/3000060", None, None),  # none replayed since it started: unknown
+])
+def test_a_replicas_lag_is_read_from_its_own_positions(received, replayed, age, lag):
+    row = SimpleNamespace(received=received, replayed=replayed, replayed_age=age)
+    assert lag_seconds(row) == lag
+
+
+@pytest.mark.parametrize("token, position", [
+    ("0/16B3748", 0x16B3748), ("16/B374D848", 0x16 << 32 | 0xB374D848),
+    ("", None), ("0/", None), ("x/1", None), ("1/2/3", None), ("123456789/0", None),
+])
+def test_consistency_tokens_are_wal_positions(token, position):
+    assert parse_lsn(token) == position
