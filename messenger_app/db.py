@@ -115,10 +115,8 @@ class Database:
         try:
             g.db_read_connection = replica.engine.connect()
             return run(g.db_read_connection)
-        except OperationalError as error:
-            self._replica_failed(replica, error)
         except DBAPIError as error:
-            if not error.connection_invalidated:
+            if not (isinstance(error, OperationalError) or error.connection_invalidated):
                 raise
             self._replica_failed(replica, error)
         g.db_read_target = "primary"
@@ -128,7 +126,7 @@ class Database:
     def _replica_failed(replica: Replica, error: DBAPIError) -> None:
         log.warning("A read failed on replica %s; read on the primary instead: %s",
                     replica.name, getattr(error, "orig", error))
-        replica.set_down(str(getattr(error, "orig", error)).strip().splitlines()[0])
+        replica.set_down(error)
         failed = g.pop("db_read_connection", None)
         if failed is not None:
             failed.invalidate()

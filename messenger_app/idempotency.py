@@ -37,7 +37,7 @@ from . import bodies
 from .api import abort
 from .auth import current_key, key_scope
 from .db import db
-from .models import idempotency_keys
+from .models import idempotency_keys as keys
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,6 @@ REPLAYED_HEADER = {REPLAYED: {
                    "Idempotency-Key (nothing was applied this time); absent otherwise.",
     "schema": {"type": "string", "enum": ["true"]}}}
 
-keys = idempotency_keys
 SAME_KEY = and_(keys.c.scope == bindparam("owner"), keys.c.idempotency_key == bindparam("key"))
 OURS = and_(SAME_KEY, keys.c.created_at == bindparam("claimed_at"))
 # Bound parameter names differ from column names: SQLAlchemy would take those for values.

@@ -61,23 +61,25 @@ CONSISTENCY_TOKEN_HEADER = {CONSISTENCY_TOKEN: {
                    "Sent back on reads (or kept as the `consistency_token` cookie, which "
                    "this response also sets), it makes them see this write.",
     "schema": {"type": "string", "example": "0/16B3748"}}}
+CONSISTENCY_TOKEN_DESCRIPTION = (
+    "Optional, with read replicas: the `Consistency-Token` of the client's latest write (or "
+    "its cookie): the read then sees that write. Without one, it sees every write older "
+    "than DATABASE_REPLICA_MAX_LAG_SECONDS.")
+
+
 class ConsistencyTokenSchema(Schema):
     """The list's header parameter (one message's is in its `parameters`)."""
 
     class Meta:
         unknown = EXCLUDE
 
-    token = ma_fields.String(data_key="Consistency-Token", metadata={"description": (
-        "Optional, with read replicas: the `Consistency-Token` of the client's latest write "
-        "(or its cookie): the list then shows that write. Without one, it shows every write "
-        "older than DATABASE_REPLICA_MAX_LAG_SECONDS.")})
+    token = ma_fields.String(data_key=CONSISTENCY_TOKEN,
+                             metadata={"description": CONSISTENCY_TOKEN_DESCRIPTION})
 
 
 CONSISTENCY_TOKEN_PARAMETER = {
     "in": "header", "name": CONSISTENCY_TOKEN, "required": False, "schema": {"type": "string"},
-    "description": "Optional, with read replicas: the `Consistency-Token` of the client's "
-                   "latest write (or its cookie): the read then sees that write. Without "
-                   "one, it sees every write older than DATABASE_REPLICA_MAX_LAG_SECONDS."}
+    "description": CONSISTENCY_TOKEN_DESCRIPTION}
 OBJECT_ID_PARAMETER = {"type": "string", "pattern": f"^{ObjectIdConverter.regex}$"}
 ETAG_HEADER = {"ETag": {"description": "The message's version.", "schema": {"type": "string"}}}
 WRITE_HEADERS = {**ETAG_HEADER, **REPLAYED_HEADER, **CONSISTENCY_TOKEN_HEADER}

@@ -70,7 +70,7 @@ class Replica:
             with self.engine.connect() as connection:
                 row = connection.execute(CHECK).one()
         except SQLAlchemyError as error:
-            self.set_down(str(getattr(error, "orig", error)).strip().splitlines()[0])
+            self.set_down(error)
             return
         replayed = parse_lsn(row.replayed) or 0
         lag = lag_seconds(row)
@@ -84,8 +84,10 @@ class Replica:
         else:
             self._set("ok", lag, replayed, "")
 
-    def set_down(self, reason: str) -> None:
-        self._set("down", None, self.replayed, reason)
+    def set_down(self, error: SQLAlchemyError) -> None:
+        """Down, for `error` (the first line of the driver's message says why)."""
+        reason = str(getattr(error, "orig", error)).strip().splitlines()
+        self._set("down", None, self.replayed, reason[0] if reason else type(error).__name__)
 
     def _set(self, state: str, lag: float | None, replayed: int, reason: str) -> None:
         with self.lock:

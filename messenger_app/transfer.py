@@ -212,11 +212,10 @@ def json_array(file):
 # --- import-mongo -----------------------------------------------------------------------
 
 @contextmanager
-def bulk_connection(url: str) -> Iterator[Connection]:
-    """A connection of its own to `url`, without the requests' timeouts (a bulk job is no
-    request); its temporary table goes with it."""
-    engine = make_engine(url, pooled=current_app.config["DATABASE_TRANSACTION_POOLING"]
-                         and url != current_app.config["DATABASE_SESSION_URL"])
+def bulk_connection(url: str, pooled: bool) -> Iterator[Connection]:
+    """A connection of its own to `url` (through a transaction pooler if `pooled`), without
+    the requests' timeouts (a bulk job is no request); its temporary table goes with it."""
+    engine = make_engine(url, pooled=pooled)
     try:
         with engine.connect() as connection:
             yield connection
@@ -317,7 +316,7 @@ def import_mongo(file, json_array_format: bool, batch_size: int) -> None:
     # One batch is written (by the writer thread, waiting on the database) while the next
     # is read and validated (Python), so the two overlap.
     try:
-        with bulk_connection(import_url()) as connection, \
+        with bulk_connection(import_url(), pooled=False) as connection, \
                 ThreadPoolExecutor(max_workers=1) as writer:
             with connection.begin():
                 SEEN.create(connection)
@@ -359,7 +358,7 @@ def export_url() -> str:
     """A replica that serves reads now, if there is one; else the primary."""
     replicas = current_app.extensions["replicas"]
     replicas.check_now()
-    replica = next((replica for replica in replicas.replicas if replica.state == "ok"), None)
+    replica = replicas.choose(None)
     if replica is None or replica.engine is None:
         return current_app.config["DATABASE_URL"]
     click.echo(f"exporting from replica {replica.name}", err=True)
@@ -370,7 +369,8 @@ def export(file, organization: str | None, batch_size: int) -> None:
     """Write the messages to `file` (see cli.export_command)."""
     started = time.monotonic()
     count = 0
-    with bulk_connection(export_url()) as connection:
+    pooled = current_app.config["DATABASE_TRANSACTION_POOLING"]
+    with bulk_connection(export_url(), pooled) as connection:
         if connection.dialect.name == "postgresql":  # one snapshot from first to last batch
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
