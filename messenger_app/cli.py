@@ -1,19 +1,25 @@
 """The `flask --app wsgi` commands: `api-key create|list|revoke`, `idempotency purge`,
-`import-mongo FILE` and `export FILE`. Registered on the app as blueprints (`commands`)."""
+`import-mongo FILE`, `export FILE`, `partitions` and `retention --before DATE`.
+Registered on the app as blueprints (`commands`)."""
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import click
-from flask import Blueprint
-from sqlalchemy import select
+from flask import Blueprint, current_app
+from sqlalchemy import Engine, select
 
-from . import idempotency, transfer
-from .db import db
+from . import idempotency, partitions, transfer
+from .config import session_url
+from .db import db, make_engine
 from .models import ApiKey, utcnow
 
 api_keys = Blueprint("api_keys", __name__, cli_group="api-key")
 idempotency_keys = Blueprint("idempotency", __name__, cli_group="idempotency")
 transfers = Blueprint("transfer", __name__, cli_group=None)
-commands = (api_keys, idempotency_keys, transfers)
+maintenance = Blueprint("maintenance", __name__, cli_group=None)
+commands = (api_keys, idempotency_keys, transfers, maintenance)
 
 
 @api_keys.cli.command("create")
@@ -106,3 +112,57 @@ def export_command(file, organization, batch_size):
     lines, each exactly what GET /ux/common/messenger/sms/{id}/ returns, in id order.
     `import-mongo` reads it back."""
     transfer.export(file, organization, batch_size)
+
+
+@contextmanager
+def maintenance_engine() -> Iterator[Engine]:
+    """An engine of the command's own, without the requests' timeouts (DDL and batches of
+    deletes are no request): to PostgreSQL itself where DATABASE_SESSION_URL says."""
+    config = current_app.config
+    direct = session_url(config)
+    engine = make_engine(direct or config["DATABASE_URL"],
+                         pooled=direct is None and config["DATABASE_TRANSACTION_POOLING"])
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@maintenance.cli.command("partitions")
+@click.option("--ahead", default=partitions.MONTHS_AHEAD, show_default=True,
+              type=click.IntRange(min=0, max=120), help="Months to partition past this one.")
+def partitions_command(ahead):
+    """Make the monthly partitions of messages (and its child tables) from this month to
+    --ahead months on, and for every month whose messages landed in the default partition
+    (moving them in). Safe to run at any time, and again; run it daily (PostgreSQL; on
+    SQLite it does nothing)."""
+    with maintenance_engine() as engine:
+        if engine.dialect.name != "postgresql":
+            click.echo("Nothing to do: only PostgreSQL partitions messages.")
+            return
+        made = partitions.ensure_partitions(engine, datetime.now(UTC).date(), ahead)
+    click.echo(f"Made the partitions of {', '.join(made)}." if made
+               else "Every month needed has its partitions already.")
+
+
+@maintenance.cli.command("retention")
+@click.option("--before", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Remove the messages made before this day (YYYY-MM-DD, 00:00 UTC).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+def retention_command(before, dry_run):
+    """Remove every message made before a day (by the creation time in its id), with its
+    attachment ids and key/value objects: whole monthly partitions are dropped (no bloat,
+    no long DELETE), and only the month that straddles the day is deleted from, in
+    batches. Prints what it removed; run again, it removes nothing more."""
+    if before.date() > datetime.now(UTC).date():
+        raise click.BadParameter("is in the future; no message is made before it yet.",
+                                 param_hint="'--before'")
+    verb = ("would drop", "would delete from") if dry_run else ("dropped", "deleted from")
+    total = 0
+    with maintenance_engine() as engine:
+        for removal in partitions.remove_before(engine, before.date(), dry_run):
+            total += removal.messages
+            click.echo(f"{verb[0] if removal.dropped else verb[1]} {removal.partition}:"
+                       f" {removal.messages} messages")
+    click.echo(f"{'Would remove' if dry_run else 'Removed'} {total} messages made before"
+               f" {before:%Y-%m-%d}.")

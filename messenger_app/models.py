@@ -173,7 +173,7 @@ class Message(Base):
         {"comment": (
             "One SMS message, as the API's /ux/common/messenger/sms/ shows it; its lists are "
             'in message_attachments and message_key_values.'
-        )},
+        ), "postgresql_partition_by": "RANGE (id)"},  # by month: partitions.py
     )
 
 
@@ -201,7 +201,8 @@ class Attachment(Base):
     """One attachment id of a message; `ordinal` keeps the list's order."""
 
     __tablename__ = "message_attachments"
-    __table_args__ = {"comment": 'The attachment_ids of a message, one row each, in order.'}
+    __table_args__ = {"comment": 'The attachment_ids of a message, one row each, in order.',
+                      "postgresql_partition_by": "RANGE (message_id)"}
 
     message_id: Mapped[str] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True,
@@ -246,7 +247,7 @@ class KeyValue(Base):
         {"comment": (
             'Key/value objects of a message: its message_read_map entries (channel read_map, '
             'in order) and its email/sms/api/beep data (one row at most each).'
-        )},
+        ), "postgresql_partition_by": "RANGE (message_id)"},
     )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from messenger_app.config import from_environment
 from messenger_app.db import make_engine
 from messenger_app.models import Base
+from messenger_app.partitions import include_name, include_object
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -109,6 +110,8 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",  # SQLite ALTERs via batch mode
+            include_name=include_name,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

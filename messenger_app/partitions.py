@@ -1,0 +1,228 @@
+"""Monthly partitions of `messages` and its child tables on PostgreSQL (migration 0010), and
+retention. A message id is a MongoDB ObjectId, whose first 8 hex digits are the second it
+was made: a month is the range of ids from its first second's. The three tables are
+partitioned alike, `<table>_yYYYYmMM` a month, so that a month of messages goes with its
+child rows by dropping three partitions. An id of a month with no partition lands in
+`<table>_default`; `ensure_partitions` makes the months ahead of the clock, and moves rows
+out of the default partition into partitions of their own months. A database migrated
+with rows keeps them in `<table>_legacy`, the partition of every id below its first month.
+
+On SQLite nothing is partitioned, and retention is a DELETE."""
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import NamedTuple
+
+from sqlalchemy import Connection, Engine, text
+
+# Each partitioned table and its partition key; the messages' partitions first.
+PARTITIONED = {"messages": "id", "message_attachments": "message_id",
+               "message_key_values": "message_id"}
+CHILDREN = ("message_attachments", "message_key_values")
+PARTITION_NAME = re.compile(rf"({'|'.join(PARTITIONED)})_(legacy|default|y\d{{4}}m\d{{2}})")
+MONTHS_AHEAD = 3
+# A partition is made or dropped under an ACCESS EXCLUSIVE lock on its table, for a moment:
+# waiting longer for it would hold up every request queued behind.
+LOCK_TIMEOUT = "3s"
+DELETE_BATCH = 5000  # rows deleted per transaction in a partition that retention trims
+
+BOUND = re.compile(r"FOR VALUES FROM \((MINVALUE|'([0-9a-f]+)')\) TO \((MAXVALUE|'([0-9a-f]+)')\)")
+
+
+def is_partition(table: str) -> bool:
+    return PARTITION_NAME.fullmatch(table) is not None
+
+
+def include_name(name, type_, _parent_names) -> bool:
+    """For Alembic's autogenerate: partitions are made by `ensure_partitions`, not by the
+    models."""
+    return not (type_ == "table" and is_partition(name))
+
+
+def include_object(object_, _name, type_, _reflected, _compare_to) -> bool:
+    """For Alembic's autogenerate: nor are the foreign keys that PostgreSQL keeps for each
+    partition of a referred table."""
+    return not (type_ == "foreign_key_constraint" and is_partition(object_.referred_table.name))
+
+
+def first_id(day: date) -> str | None:
+    """The lowest ObjectId made on or after `day` (00:00 UTC); None past the last second an
+    ObjectId can hold (in 2106)."""
+    seconds = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    return f"{seconds:08x}" + "0" * 16 if seconds <= 0xFFFFFFFF else None
+
+
+def as_bound(object_id: str | None) -> str:
+    return "MAXVALUE" if object_id is None else f"'{object_id}'"
+
+
+def next_month(month: date) -> date:
+    return date(month.year + 1, 1, 1) if month.month == 12 else date(month.year, month.month + 1, 1)
+
+
+class Partition(NamedTuple):
+    """A partition of `messages`: its name's suffix (the same for the child tables') and its
+    ids, from `lower` (None: the lowest) up to `upper` (None: no end); the default
+    partition has neither."""
+    suffix: str
+    lower: str | None
+    upper: str | None
+    default: bool
+
+    def overlaps(self, lower: str, upper: str | None) -> bool:
+        return not self.default and (self.lower is None or upper is None or self.lower < upper
+                                     ) and (self.upper is None or lower < self.upper)
+
+
+def partitions(connection: Connection) -> list[Partition]:
+    rows = connection.execute(text(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'messages'::regclass"
+        " ORDER BY c.relname"))
+    found = []
+    for name, bound in rows:
+        suffix = name.removeprefix("messages_")
+        if bound == "DEFAULT":
+            found.append(Partition(suffix, None, None, True))
+            continue
+        match = BOUND.fullmatch(bound)
+        if match is None:
+            raise RuntimeError(f"Partition {name} has a bound this code can't read: {bound}")
+        found.append(Partition(suffix, match[2], match[4], False))
+    return found
+
+
+# --- Partitions ahead of time, and the default partition's rows moved out ---------------
+
+MONTHS_IN_DEFAULT = text(
+    "SELECT DISTINCT date_trunc('month', to_timestamp(CAST(CAST('x' || lpad(left(id, 8), 16,"
+    " '0') AS bit(64)) AS bigint)) AT TIME ZONE 'UTC') FROM messages_default")
+
+
+def ensure_partitions(engine: Engine, today: date, ahead: int = MONTHS_AHEAD) -> list[str]:
+    """Make the partitions of this month and `ahead` more, and of each month that has rows
+    in the default partition (moving them there), unless a partition holds its ids
+    already. One transaction a month. Returns the months made, as YYYY-MM."""
+    with engine.connect() as connection:
+        existing = partitions(connection)
+        in_default = {row[0].date() for row in connection.execute(MONTHS_IN_DEFAULT)}
+    month, wanted = today.replace(day=1), set(in_default)
+    for _ in range(ahead + 1):
+        wanted.add(month)
+        month = next_month(month)
+    made = []
+    for month in sorted(wanted):
+        lower, upper = first_id(month), first_id(next_month(month))
+        if lower is None or any(partition.overlaps(lower, upper) for partition in existing):
+            continue
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            create_month(connection, month, moving=month in in_default)
+        made.append(f"{month:%Y-%m}")
+    return made
+
+
+def create_month(connection: Connection, month: date, moving: bool) -> None:
+    """The month's partition of each table. Rows of the month in the default partitions
+    are taken out first (PostgreSQL refuses a partition whose rows the default holds) and
+    put back once the partitions are there."""
+    lower, upper = first_id(month), first_id(next_month(month))
+    bounds = {"lower": lower, "upper": upper or "g"}  # "g": above every hex id
+    if moving:
+        for table, key in PARTITIONED.items():
+            connection.execute(text(
+                f"CREATE TEMPORARY TABLE moving_{table} ON COMMIT DROP AS SELECT * FROM"
+                f" {table}_default WHERE {key} >= :lower AND {key} < :upper"), bounds)
+        connection.execute(text(  # its child rows go with it (ON DELETE CASCADE)
+            "DELETE FROM messages_default WHERE id >= :lower AND id < :upper"), bounds)
+    suffix = f"y{month:%Y}m{month:%m}"
+    for table in PARTITIONED:
+        connection.exec_driver_sql(
+            f"CREATE TABLE {table}_{suffix} PARTITION OF {table}"
+            f" FOR VALUES FROM ({as_bound(lower)}) TO ({as_bound(upper)})")
+        connection.exec_driver_sql(
+            f"COMMENT ON TABLE {table}_{suffix} IS 'Partition of {table}: ids made in"
+            f" {month:%Y-%m} (UTC).'")
+    if moving:
+        for table in PARTITIONED:
+            connection.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM moving_{table}")
+
+
+# --- Retention --------------------------------------------------------------------------
+
+class Removal(NamedTuple):
+    """What retention does (or would do) to one partition: drop it whole, or delete its
+    messages below the cut."""
+    partition: str
+    dropped: bool
+    messages: int
+
+
+def plan_removal(connection: Connection, cut: str) -> list[Removal]:
+    """What removing every message whose id is below `cut` takes, partition by partition:
+    those wholly below it are dropped, those it crosses (and the default) trimmed."""
+    removals = []
+    for partition in partitions(connection):
+        name = f"messages_{partition.suffix}"
+        whole = partition.upper is not None and partition.upper <= cut
+        if whole:
+            count = connection.scalar(text(f"SELECT count(*) FROM {name}"))
+        elif partition.default or partition.lower is None or partition.lower < cut:
+            count = connection.scalar(text(f"SELECT count(*) FROM {name} WHERE id < :cut"),
+                                      {"cut": cut})
+        else:
+            continue
+        if whole or count:
+            removals.append(Removal(name, whole, count))
+    return removals
+
+
+def remove_before(engine: Engine, before: date, dry_run: bool) -> Iterator[Removal]:
+    """Remove every message made before `before` (00:00 UTC) with its child rows, yielding
+    each removal as it is done (or, with `dry_run`, as it would be)."""
+    cut = first_id(before)
+    assert cut is not None, "a day before 2106"
+    if engine.dialect.name != "postgresql":
+        yield from delete_below(engine, "messages", cut, dry_run)
+        return
+    with engine.connect() as connection:
+        removals = plan_removal(connection, cut)
+    for removal in removals:
+        if dry_run:
+            yield removal
+        elif removal.dropped:
+            drop_partition(engine, removal.partition.removeprefix("messages_"))
+            yield removal
+        else:
+            yield from delete_below(engine, removal.partition, cut, dry_run)
+
+
+def drop_partition(engine: Engine, suffix: str) -> None:
+    """The children's partitions go first, so that detaching the messages' one finds no
+    row referring to it."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        for table in (*CHILDREN, "messages"):
+            connection.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {table}_{suffix}")
+            connection.exec_driver_sql(f"DROP TABLE {table}_{suffix}")
+
+
+def delete_below(engine: Engine, table: str, cut: str, dry_run: bool) -> Iterator[Removal]:
+    """DELETE the messages of `table` below `cut` (their child rows cascade), a batch a
+    transaction, so that no transaction holds many row locks or runs long."""
+    with engine.connect() as connection:
+        if dry_run:
+            count = connection.scalar(text(f"SELECT count(*) FROM {table} WHERE id < :cut"),
+                                      {"cut": cut})
+            if count:
+                yield Removal(table, False, count)
+            return
+        deleted, batch = 0, DELETE_BATCH
+        while batch == DELETE_BATCH:
+            batch = connection.execute(text(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id < :cut"
+                " LIMIT :batch)"), {"cut": cut, "batch": DELETE_BATCH}).rowcount
+            connection.commit()
+            deleted += batch
+        if deleted:
+            yield Removal(table, False, deleted)

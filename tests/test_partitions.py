@@ -1,0 +1,265 @@
+"""Messages by month (migration 0010, messenger_app/partitions.py): every id lands in a
+partition, `flask partitions` makes the months, `flask retention` drops whole months and
+trims the one it cuts through, and a populated database is migrated in place."""
+import re
+from datetime import UTC, date, datetime, timedelta
+
+import orjson
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
+
+from helpers import (SMS, alembic_config, fresh_database, make_key, migrated_database,
+                     on_postgresql, row_counts, url)
+from messenger_app.db import db
+from messenger_app.partitions import is_partition
+from messenger_app.queries import read_message_statement
+
+TODAY = datetime.now(UTC).date()
+
+
+def object_id(made: datetime, serial: int) -> str:
+    return f"{int(made.timestamp()):08x}{serial:016x}"
+
+
+def month_suffix(day: date) -> str:
+    return f"y{day:%Y}m{day:%m}"
+
+
+def document(message_id: str) -> dict:
+    """A mongoexport document with a child row in each child table."""
+    return {"_id": {"$oid": message_id}, "event_time": {"$date": "2020-03-01T10:20:30.456Z"},
+            "attachment_ids": ["att-1"], "organization": "acme",
+            "sms_data": {"keys": "to", "values": "+15550100", "queryparam": False}}
+
+
+def make_store(backend: str, tmp_path_factory, make_app, tmp_path):
+    """An app on a database of its own (retention drops partitions), its CLI runner, an
+    all-organizations key, and `load(ids)`: import-mongo of a message for each id."""
+    app = make_app({"DATABASE_URL": migrated_database(backend, tmp_path_factory, "partitions"),
+                    "TESTING": True})
+
+    def load(*ids: str) -> None:
+        path = tmp_path / "dump.json"
+        path.write_bytes(b"\n".join(orjson.dumps(document(each)) for each in ids))
+        result = app.test_cli_runner().invoke(args=["import-mongo", str(path)])
+        assert result.exit_code == 0, result.output
+
+    return backend, app, app.test_cli_runner(), make_key(app, None), load
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path_factory, make_app, tmp_path):
+    return make_store(request.param, tmp_path_factory, make_app, tmp_path)
+
+
+@pytest.fixture
+def partitioned(tmp_path_factory, make_app, tmp_path):
+    """`store` on PostgreSQL, which partitions."""
+    return make_store("postgresql", tmp_path_factory, make_app, tmp_path)
+
+
+def run(runner, *args):
+    return runner.invoke(args=list(args))
+
+
+def partition_of(app, table: str, key: str, value: str) -> str:
+    with app.app_context(), db.engine.connect() as connection:
+        return connection.execute(text(
+            f"SELECT tableoid::regclass::text FROM {table} WHERE {key} = :value"),
+            {"value": value}).scalar_one()
+
+
+def partition_names(app) -> set[str]:
+    with app.app_context(), db.engine.connect() as connection:
+        return {name for (name,) in connection.execute(text(
+            "SELECT relname FROM pg_class WHERE relkind = 'r'")) if is_partition(name)}
+
+
+def stored(app, headers: dict, message_id: str) -> dict:
+    response = app.test_client().get(url(message_id), headers=headers)
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_every_id_lands_somewhere_and_partitions_give_each_month_its_own(partitioned):
+    _backend, app, runner, admin, load = partitioned
+    old, ahead = object_id(datetime(2019, 6, 10, tzinfo=UTC), 1), object_id(
+        datetime.now(UTC) + timedelta(days=400), 2)
+    load(old, ahead)
+    new = app.test_client().post(SMS, json={"attachment_ids": ["a"]}, headers=admin).get_json()
+    before = {message_id: stored(app, admin, message_id) for message_id in (old, ahead, new["id"])}
+
+    assert partition_of(app, "messages", "id", old) == "messages_default"
+    assert partition_of(app, "message_attachments", "message_id", ahead) == (
+        "message_attachments_default")
+    assert partition_of(app, "messages", "id", new["id"]) == f"messages_{month_suffix(TODAY)}"
+
+    made = run(runner, "partitions")
+    later = (datetime.now(UTC) + timedelta(days=400)).date()
+    assert made.exit_code == 0 and "2019-06" in made.output and f"{later:%Y-%m}" in made.output
+    for message_id, made_on in ((old, date(2019, 6, 1)), (ahead, later)):
+        suffix = month_suffix(made_on)
+        assert partition_of(app, "messages", "id", message_id) == f"messages_{suffix}"
+        assert partition_of(app, "message_attachments", "message_id", message_id) == (
+            f"message_attachments_{suffix}")
+        assert partition_of(app, "message_key_values", "message_id", message_id) == (
+            f"message_key_values_{suffix}")
+        assert stored(app, admin, message_id) == before[message_id]
+    again = run(runner, "partitions")
+    assert again.exit_code == 0 and "already" in again.output
+
+
+def test_partitions_are_made_ahead_of_the_clock(store):
+    backend, app, runner, _admin, _load = store
+    if not on_postgresql(backend):
+        assert run(runner, "partitions").output.startswith("Nothing to do")
+        return
+    month, months = TODAY.replace(day=1), []
+    for _ in range(8):
+        months.append(month_suffix(month))
+        month = (month + timedelta(days=32)).replace(day=1)
+    assert {f"messages_{m}" for m in months[:4]} <= partition_names(app)
+    assert f"messages_{months[5]}" not in partition_names(app)
+
+    result = run(runner, "partitions", "--ahead", "6")
+
+    assert result.exit_code == 0
+    for table in ("messages", "message_attachments", "message_key_values"):
+        assert {f"{table}_{m}" for m in months[:7]} <= partition_names(app)
+
+
+def test_retention_drops_whole_months_and_trims_the_one_it_cuts(store):
+    backend, app, runner, admin, load = store
+    march, early_june, late_june = (object_id(datetime(2019, month, day, tzinfo=UTC), n)
+                                    for n, (month, day) in enumerate([(3, 5), (6, 10), (6, 20)]))
+    load(march, early_june, late_june)
+    kept = app.test_client().post(SMS, json={"attachment_ids": ["a"]}, headers=admin).get_json()
+    if on_postgresql(backend):
+        assert run(runner, "partitions").exit_code == 0
+    partitions_before, counts_before = partition_names(app) if on_postgresql(backend) else (
+        set()), row_counts(app)
+
+    dry = run(runner, "retention", "--before", "2019-06-15", "--dry-run")
+
+    assert dry.exit_code == 0 and dry.output.endswith("Would remove 2 messages made before"
+                                                      " 2019-06-15.\n")
+    assert row_counts(app) == counts_before
+    if on_postgresql(backend):
+        assert partition_names(app) == partitions_before
+        assert "would drop messages_y2019m03: 1 messages" in dry.output
+        assert "would delete from messages_y2019m06: 1 messages" in dry.output
+
+    removed = run(runner, "retention", "--before", "2019-06-15")
+
+    assert removed.exit_code == 0, removed.output
+    assert removed.output.endswith("Removed 2 messages made before 2019-06-15.\n")
+    client = app.test_client()
+    assert [client.get(url(each), headers=admin).status_code
+            for each in (march, early_june, late_june, kept["id"])] == [404, 404, 200, 200]
+    assert row_counts(app) == (2, 2, 1)  # messages, attachment ids, key/value objects
+    if on_postgresql(backend):
+        assert "dropped messages_y2019m03: 1 messages" in removed.output
+        assert "deleted from messages_y2019m06: 1 messages" in removed.output
+        assert partition_names(app) == partitions_before - {
+            f"{table}_y2019m03" for table in ("messages", "message_attachments",
+                                              "message_key_values")}
+    else:
+        assert "deleted from messages: 2 messages" in removed.output
+
+    again = run(runner, "retention", "--before", "2019-06-15")
+    assert again.exit_code == 0 and again.output == (
+        "Removed 0 messages made before 2019-06-15.\n")
+    assert row_counts(app) == (2, 2, 1)
+
+
+@pytest.mark.parametrize("before", ["2019-13-01", "15/06/2019", "yesterday", "",
+                                    f"{TODAY + timedelta(days=1)}", "9999-12-31"])
+def test_retention_refuses_a_day_it_cannot_read_or_to_come(store, before):
+    _backend, app, runner, admin, load = store
+    load(object_id(datetime(2019, 3, 5, tzinfo=UTC), 1))
+    counts = row_counts(app)
+
+    result = run(runner, "retention", "--before", before)
+
+    assert result.exit_code == 2 and "--before" in result.output
+    assert row_counts(app) == counts
+
+
+def test_retention_up_to_today_keeps_what_was_made_today(store):
+    _backend, app, runner, admin, _load = store
+    made = app.test_client().post(SMS, json={}, headers=admin).get_json()
+
+    result = run(runner, "retention", "--before", f"{TODAY}")
+
+    assert result.exit_code == 0 and result.output.endswith(f"Removed 0 messages made before"
+                                                            f" {TODAY}.\n")
+    assert stored(app, admin, made["id"]) == made
+
+
+# --- A populated database migrated in place ---------------------------------------------
+
+def test_a_populated_database_is_migrated_in_place(tmp_path_factory, make_app):
+    """Messages made hourly from 2019-06-08 on, each with a child row in both tables."""
+    url_ = fresh_database("postgresql", tmp_path_factory, "partitioned_in_place")
+    config = alembic_config(url_)
+    command.upgrade(config, "0009")
+    engine = create_engine(url_)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO messages (id, event_time, organization)"
+            " SELECT to_hex(1560000000 + n * 3600) || lpad(to_hex(n), 16, '0'), now(), 'acme'"
+            " FROM generate_series(1, 2000) AS n"))
+        connection.execute(text("INSERT INTO message_attachments SELECT id, 0, 'att' FROM messages"))
+        connection.execute(text("INSERT INTO message_key_values (message_id, channel, ordinal,"
+                                " keys_text) SELECT id, 'sms', 0, 'to' FROM messages"))
+    engine.dispose()
+    command.upgrade(config, "head")
+    command.check(config)
+    app = make_app({"DATABASE_URL": url_, "TESTING": True})
+    admin = make_key(app, None)
+    first = f"{1560003600:08x}{1:016x}"
+
+    assert row_counts(app) == (2000, 2000, 2000)
+    assert partition_of(app, "messages", "id", first) == "messages_legacy"
+    assert partition_of(app, "message_key_values", "message_id", first) == (
+        "message_key_values_legacy")
+    assert stored(app, admin, first)["sms_data"] == {"keys": "to", "values": None,
+                                                      "queryparam": False}
+    with app.app_context(), db.engine.connect() as connection:
+        bound = connection.scalar(text("SELECT pg_get_expr(relpartbound, oid) FROM pg_class"
+                                       " WHERE relname = 'messages_legacy'"))
+        reported = connection.scalar(text("SELECT count(*) FROM message_report"))
+    next_month = (TODAY.replace(day=1) + timedelta(days=32)).replace(day=1)
+    end = object_id(datetime(next_month.year, next_month.month, 1, tzinfo=UTC), 0)
+    assert bound == f"FOR VALUES FROM (MINVALUE) TO ('{end}')" and reported == 2000
+    created = app.test_client().post(SMS, json={"attachment_ids": ["a"]}, headers=admin)
+    assert created.status_code == 201
+    assert partition_of(app, "messages", "id", created.get_json()["id"]) == "messages_legacy"
+
+    result = app.test_cli_runner().invoke(args=["retention", "--before", "2019-06-11"])
+
+    # 2019-06-11 is 1560211200: the messages 1 to 58
+    assert result.exit_code == 0 and "deleted from messages_legacy: 58 messages" in result.output
+    assert row_counts(app) == (1943, 1943, 1942)
+    command.downgrade(config, "0009")
+    assert row_counts(app) == (1943, 1943, 1942)
+
+
+# --- Partition pruning ----------------------------------------------------------------
+
+def plan(app, statement, params: dict) -> str:
+    with app.app_context(), db.engine.connect() as connection:
+        compiled = statement.compile(dialect=connection.dialect,
+                                     compile_kwargs={"literal_binds": True})
+        sql = str(compiled)
+        for name, value in params.items():
+            sql = sql.replace(f"%({name})s", f"'{value}'")
+        return "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + sql))
+
+
+def test_reads_by_id_touch_only_the_partitions_their_ids_can_be_in(postgres_app):
+    message_id = object_id(datetime.now(UTC), 7)
+    one = plan(postgres_app, read_message_statement(False).params(message_id=message_id), {})
+    scanned = set(re.findall(r"on (messages_\w+)", one))
+    assert scanned == {f"messages_{month_suffix(TODAY)}"}, one
