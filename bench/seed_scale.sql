@@ -1,8 +1,9 @@
--- Bulk-seed :n messages (psql -v n=1000000) with their children, without the API, then
+-- Bulk-seed :n messages (psql -v n=1000000 -v step=60) with their children, without the API, then
 -- VACUUM ANALYZE as autovacuum would (visibility map for index-only counts, statistics).
 -- Shapes scale with n, so that a filter matches as many rows at any size:
 -- 20 organizations, n/20 ref_ids (20 messages each), n/1000 customers (1000 each),
--- one message per minute of creation time ending now, ids ObjectId-like and time-ordered.
+-- one message every :step seconds of creation time ending now, ids ObjectId-like and
+-- time-ordered.
 \set ON_ERROR_STOP on
 BEGIN;
 INSERT INTO messages (id, event_time, communication_id, msg_type, type, user_id,
@@ -16,7 +17,8 @@ SELECT lpad(to_hex(extract(epoch FROM t)::bigint), 8, '0') || lpad(to_hex(i), 16
        t, t + interval '5 minutes', i % 50 = 0, i % 2 = 0,
        'cust-' || (i % greatest(:n / 1000, 1)), 'ent-' || (i % 2000), i % 25 = 0
 FROM generate_series(1, :n) AS i,
-     LATERAL (SELECT date_trunc('second', now()) - (:n - i) * interval '1 minute' AS t) AS times;
+     LATERAL (SELECT date_trunc('second', now()) - (:n - i) * :step * interval '1 second' AS t)
+     AS times;
 
 INSERT INTO message_attachments (message_id, ordinal, attachment_id)
 SELECT id, k, 'att-' || substr(id, 17) || '-' || k

@@ -131,7 +131,10 @@ def maintenance_engine() -> Iterator[Engine]:
 @maintenance.cli.command("partitions")
 @click.option("--ahead", default=partitions.MONTHS_AHEAD, show_default=True,
               type=click.IntRange(min=0, max=120), help="Months to partition past this one.")
-def partitions_command(ahead):
+@click.option("--since", type=click.DateTime(formats=["%Y-%m"]),
+              help="Partition every month from this one (YYYY-MM) too, before an import of "
+                   "older messages.")
+def partitions_command(ahead, since):
     """Make the monthly partitions of messages (and its child tables) from this month to
     --ahead months on, and for every month whose messages landed in the default partition
     (moving them in). Safe to run at any time, and again; run it daily (PostgreSQL; on
@@ -140,7 +143,8 @@ def partitions_command(ahead):
         if engine.dialect.name != "postgresql":
             click.echo("Nothing to do: only PostgreSQL partitions messages.")
             return
-        made = partitions.ensure_partitions(engine, datetime.now(UTC).date(), ahead)
+        made = partitions.ensure_partitions(engine, datetime.now(UTC).date(), ahead,
+                                            since and since.date())
     click.echo(f"Made the partitions of {', '.join(made)}." if made
                else "Every month needed has its partitions already.")
 

@@ -99,15 +99,20 @@ MONTHS_IN_DEFAULT = text(
     " '0') AS bit(64)) AS bigint)) AT TIME ZONE 'UTC') FROM messages_default")
 
 
-def ensure_partitions(engine: Engine, today: date, ahead: int = MONTHS_AHEAD) -> list[str]:
-    """Make the partitions of this month and `ahead` more, and of each month that has rows
-    in the default partition (moving them there), unless a partition holds its ids
-    already. One transaction a month. Returns the months made, as YYYY-MM."""
+def ensure_partitions(engine: Engine, today: date, ahead: int = MONTHS_AHEAD,
+                      since: date | None = None) -> list[str]:
+    """Make the partitions of this month and `ahead` more (and of each month from `since`,
+    for an import of older messages), and of each month that has rows in the default
+    partition (moving them there), unless a partition holds its ids already. One
+    transaction a month. Returns the months made, as YYYY-MM."""
     with engine.connect() as connection:
         existing = partitions(connection)
         in_default = {row[0].date() for row in connection.execute(MONTHS_IN_DEFAULT)}
-    month, wanted = today.replace(day=1), set(in_default)
-    for _ in range(ahead + 1):
+    last = today.replace(day=1)
+    for _ in range(ahead):
+        last = next_month(last)
+    month, wanted = min(since or today, today).replace(day=1), set(in_default)
+    while month <= last:
         wanted.add(month)
         month = next_month(month)
     made = []

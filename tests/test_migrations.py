@@ -284,7 +284,7 @@ def test_0009_widens_the_integers_and_keeps_them(empty_database):
 def online_bigint_recipe() -> tuple[list[str], str]:
     """docs/migrations.md's online way to 0009: its SQL steps, and the shell commands."""
     document = (PROJECT_ROOT / "docs" / "migrations.md").read_text()
-    section = document[document.index("## 0009"):]
+    section = document[document.index("## 0009"):document.index("## 0010")]
     return (re.findall(r"```sql\n(.*?)```", section, re.S),
             re.search(r"```bash\n(.*?)```", section, re.S).group(1))
 
@@ -329,6 +329,78 @@ def test_the_documented_online_way_to_0009_gives_0009s_schema(tmp_path_factory):
     assert len(rows) == 25_001 and rows[-1] == ("f" * 24, 2**31 - 1, 5)
     assert rows[:3] == [(f"{0:024x}", 0, 0), (f"{1:024x}", 1, None), (f"{2:024x}", 2, -2)]
     assert view_comment.startswith("One row per message")
+    engine.dispose()
+
+
+def online_partitioning_recipe() -> str:
+    """docs/migrations.md's online steps before 0010: its SQL blocks, as one psql script."""
+    document = (PROJECT_ROOT / "docs" / "migrations.md").read_text()
+    section = document[document.index("## 0010"):]
+    return "\n".join(re.findall(r"```sql\n(.*?)```", section, re.S))
+
+
+def sequential_scans(engine, tables: list[str]) -> dict[int, int]:
+    """How many times each table was read whole, by its oid (which a rename keeps)."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return dict(connection.execute(text(
+            "SELECT relid, seq_scan FROM pg_stat_user_tables WHERE relname = ANY(:tables)"),
+            {"tables": tables}).all())
+
+
+def test_the_documented_online_way_to_0010_leaves_the_migration_nothing_to_read(
+        tmp_path_factory):
+    """A DBA with a large table runs docs/migrations.md's statements while the service
+    writes, then 0010: the migration reads no row of the old tables (their sequential
+    scans don't move), keeps every row, and Alembic finds 0010's schema."""
+    url = fresh_database("postgresql", tmp_path_factory, "online_partitions")
+    config = alembic_config(url)
+    command.upgrade(config, "0009")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO messages (id, event_time) SELECT lpad(to_hex(1560000000 + n), 8, '0')"
+            " || lpad(to_hex(n), 16, '0'), now() FROM generate_series(1, 3000) AS n"))
+        connection.execute(text("INSERT INTO message_attachments SELECT id, 0, 'a' FROM messages"))
+    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    writing, written = threading.Event(), []
+
+    def write_meanwhile() -> None:
+        with engine.connect() as connection:
+            while not writing.is_set():
+                message_id = f"{int(time.time()):08x}{len(written):016x}"
+                connection.execute(text("INSERT INTO messages (id, event_time) VALUES (:id,"
+                                        " now())"), {"id": message_id})
+                connection.execute(text("INSERT INTO message_attachments VALUES (:id, 0, 'a')"),
+                                   {"id": message_id})
+                connection.commit()
+                written.append(message_id)
+
+    writer = threading.Thread(target=write_meanwhile)
+    writer.start()
+    try:
+        recipe = subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", libpq_url],
+                                input=online_partitioning_recipe(), text=True,
+                                capture_output=True)
+        assert recipe.returncode == 0, recipe.stderr
+    finally:
+        writing.set()
+        writer.join()
+    old_tables = ["messages", "message_attachments", "message_key_values"]
+    scans_before = sequential_scans(engine, old_tables)
+    command.upgrade(config, "head")
+    time.sleep(1.5)  # statistics reach the shared counters within a second
+    scans_after = sequential_scans(engine, [f"{table}_legacy" for table in old_tables])
+
+    assert written and scans_after == scans_before
+    command.check(config)
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM messages")) == 3000 + len(written)
+        assert connection.scalar(text(
+            "SELECT count(*) FROM messages_legacy WHERE id = :id"), {"id": written[-1]}) == 1
+        assert connection.scalar(text(
+            "SELECT count(*) FROM message_attachments JOIN messages ON id = message_id")
+        ) == 3000 + len(written)
     engine.dispose()
 
 

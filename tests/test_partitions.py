@@ -122,11 +122,15 @@ def test_partitions_are_made_ahead_of_the_clock(store):
     assert {f"messages_{m}" for m in months[:4]} <= partition_names(app)
     assert f"messages_{months[5]}" not in partition_names(app)
 
-    result = run(runner, "partitions", "--ahead", "6")
+    result = run(runner, "partitions", "--ahead", "6", "--since", "2025-11")
 
     assert result.exit_code == 0
     for table in ("messages", "message_attachments", "message_key_values"):
         assert {f"{table}_{m}" for m in months[:7]} <= partition_names(app)
+        assert {f"{table}_y2025m11", f"{table}_y2025m12", f"{table}_y2026m01"} <= (
+            partition_names(app))
+        assert f"{table}_y2025m10" not in partition_names(app)
+    assert run(runner, "partitions", "--since", "2025-13").exit_code == 2
 
 
 def test_retention_drops_whole_months_and_trims_the_one_it_cuts(store):

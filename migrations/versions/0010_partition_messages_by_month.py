@@ -93,77 +93,124 @@ def upgrade() -> None:
         return
     now = datetime.now(UTC)
     this_month = (now.year, now.month)
-    if context.is_offline_mode():
-        legacy_end: tuple[int, int] | None = next_month(*this_month)
-    else:
-        newest = op.get_bind().scalar(text("SELECT max(id) FROM messages"))
-        legacy_end = None if newest is None else next_month(*max(this_month, month_of(newest)))
+    offline = context.is_offline_mode()
+    prepared = not offline and op.get_bind().scalar(text(
+        "SELECT to_regclass('messages_partitioned') IS NOT NULL"))
+    newest = None if offline or prepared else op.get_bind().scalar(text(
+        "SELECT max(id) FROM messages"))
+    legacy_end = next_month(*max(this_month, month_of(newest) if newest else this_month))
+    end = prepared_bound() if prepared else bound(*legacy_end)
+    if not prepared:
+        for statement in preparation(end):
+            op.execute(statement)
     drop_views()
-    for table in TABLES:
-        rename_to_legacy(table)
-    for table in TABLES:
-        create_partitioned(table)
-    if legacy_end is None:
-        for table in reversed(TABLES):
+    swap(end)
+    empty = not (offline or prepared or newest)
+    if empty:  # nothing to keep: no legacy partitions, months from this one
+        for table in (*CHILDREN, "messages"):
+            op.execute(f"ALTER TABLE {table} DETACH PARTITION {table}_legacy")
             op.execute(f"DROP TABLE {table}_legacy")
-    else:
-        for table in TABLES:
-            attach_legacy(table, bound(*legacy_end))
     for table in TABLES:
         op.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
         op.execute(f"COMMENT ON TABLE {table}_default IS 'Partition of {table}: ids of months"
                    " with no partition of their own yet (flask partitions moves them).'")
-    month = legacy_end or this_month
+    month = this_month if empty else month_of(end.strip("'")) if end != "MAXVALUE" else None
     for _ in range(MONTHS_AHEAD + 1):
-        if bound(*month) == "MAXVALUE":
+        if month is None or bound(*month) == "MAXVALUE":
             break
         for table in TABLES:
             create_month(table, month)
         month = next_month(*month)
     create_views()
+    if not empty:  # autovacuum analyses the partitions, never their parents
+        with op.get_context().autocommit_block():
+            for table in TABLES:
+                op.execute(f"ANALYZE {table}")
 
 
-def rename_to_legacy(table: str) -> None:
-    op.execute(f"ALTER TABLE {table} RENAME TO {table}_legacy")
-    op.execute(f"ALTER TABLE {table}_legacy RENAME CONSTRAINT pk_{table} TO pk_{table}_legacy")
-    if table == "messages":
-        for index in INDEXES:
-            legacy = index.replace("ix_messages_", "ix_messages_legacy_")
-            op.execute(f"ALTER INDEX {index} RENAME TO {legacy}")
-    else:  # the old foreign key refers to the old messages, which the new one replaces
-        op.execute(f"ALTER TABLE {table}_legacy DROP CONSTRAINT fk_{table}_message_id_messages")
+def unless_constraint(table: str, name: str, statement: str) -> str:
+    return (f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid ="
+            f" '{table}'::regclass AND conname = '{name}') THEN {statement}; END IF; END $$")
 
 
-def create_partitioned(table: str) -> None:
-    key, primary_key = TABLES[table]
-    op.execute(f"CREATE TABLE {table} (LIKE {table}_legacy INCLUDING DEFAULTS INCLUDING"
-               f" CONSTRAINTS INCLUDING COMMENTS INCLUDING STORAGE) PARTITION BY RANGE ({key})")
-    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY ({primary_key})")
-    if table == "messages":
-        for index, definition in INDEXES.items():
-            op.execute(f"CREATE INDEX {index} ON messages {definition}")
-    else:
-        op.execute(f"ALTER TABLE {table} ADD CONSTRAINT fk_{table}_message_id_messages"
-                   " FOREIGN KEY (message_id) REFERENCES messages (id) ON DELETE CASCADE")
+def preparation(end: str) -> list[str]:
+    """What docs/migrations.md's online steps do beforehand, each statement on its own
+    (their long scans take no lock that stops reads or writes); here, in the migration's
+    transaction. CHECKs on the old tables that prove the legacy partitions' bound (so that
+    attaching them scans nothing); the partitioned messages-to-be, with the old messages
+    attached to it as its legacy partition; the children's foreign keys to it (so that
+    attaching them validates nothing)."""
+    statements = []
+    for table, (key, _primary_key) in TABLES.items():
+        if end != "MAXVALUE":
+            check = f"ck_{table}_legacy_bound"
+            statements += [unless_constraint(table, check, f"ALTER TABLE {table} ADD CONSTRAINT"
+                                             f" {check} CHECK ({key} < {end}) NOT VALID"),
+                           f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"]
+    statements += [
+        "CREATE TABLE messages_partitioned (LIKE messages INCLUDING DEFAULTS INCLUDING"
+        " CONSTRAINTS INCLUDING COMMENTS INCLUDING STORAGE) PARTITION BY RANGE (id)",
+        "ALTER TABLE messages_partitioned DROP CONSTRAINT IF EXISTS ck_messages_legacy_bound",
+        "ALTER TABLE messages_partitioned ADD CONSTRAINT pk_messages_partitioned PRIMARY KEY (id)",
+        *(f"CREATE INDEX {partitioned_index(index)} ON messages_partitioned {definition}"
+          for index, definition in INDEXES.items()),
+        f"ALTER TABLE messages_partitioned ATTACH PARTITION messages"
+        f" FOR VALUES FROM (MINVALUE) TO ({end})",
+    ]
+    for child in CHILDREN:
+        foreign_key = f"fk_{child}_message_id_partitioned"
+        statements += [unless_constraint(child, foreign_key, f"ALTER TABLE {child} ADD CONSTRAINT"
+                                         f" {foreign_key} FOREIGN KEY (message_id) REFERENCES"
+                                         " messages_partitioned (id) ON DELETE CASCADE NOT VALID"),
+                       f"ALTER TABLE {child} VALIDATE CONSTRAINT {foreign_key}"]
+    return statements
+
+
+def partitioned_index(index: str) -> str:
+    return index.replace("ix_messages_", "ix_messages_partitioned_")
+
+
+def legacy_index(index: str) -> str:
+    return index.replace("ix_messages_", "ix_messages_legacy_")
+
+
+def prepared_bound() -> str:
+    """The legacy partition's bound that the online steps chose."""
+    partition_bound = op.get_bind().scalar(text(
+        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = 'messages'::regclass"))
+    return partition_bound.removeprefix("FOR VALUES FROM (MINVALUE) TO (").removesuffix(")")
+
+
+def swap(end: str) -> None:
+    """The partitioned tables take the old ones' names (and their constraints' and
+    indexes'); the old ones become their legacy partitions. Nothing is scanned."""
     comments = context.script.get_revision("0006").module.COMMENTS
-    op.execute(f"COMMENT ON TABLE {table} IS {quoted(comments[table][0])}")
-
-
-def attach_legacy(table: str, end: str) -> None:
-    """The old table becomes the partition of every id below `end`. The CHECK is what the
-    partition's bound says; with it in place, ATTACH need not scan the table (the CHECK's
-    own validation does, unless docs/migrations.md's online steps made it beforehand, with
-    this bound or a lower one)."""
-    key, check = TABLES[table][0], f"ck_{table}_legacy_bound"
-    if end != "MAXVALUE":
-        op.execute(f"""DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint
-            WHERE conrelid = '{table}_legacy'::regclass AND conname = '{check}') THEN
-            ALTER TABLE {table}_legacy ADD CONSTRAINT {check} CHECK ({key} < {end});
-            END IF; END $$""")
-    op.execute(f"ALTER TABLE {table} ATTACH PARTITION {table}_legacy"
-               f" FOR VALUES FROM (MINVALUE) TO ({end})")
-    op.execute(f"COMMENT ON TABLE {table}_legacy IS 'Partition of {table}: the ids below"
-               f" {end.strip(chr(39))}, as stored before migration 0010.'")
+    op.execute("ALTER TABLE messages RENAME TO messages_legacy")
+    op.execute("ALTER TABLE messages_legacy RENAME CONSTRAINT pk_messages TO pk_messages_legacy")
+    for index in INDEXES:
+        op.execute(f"ALTER INDEX {index} RENAME TO {legacy_index(index)}")
+    op.execute("ALTER TABLE messages_partitioned RENAME TO messages")
+    op.execute("ALTER TABLE messages RENAME CONSTRAINT pk_messages_partitioned TO pk_messages")
+    for index in INDEXES:
+        op.execute(f"ALTER INDEX {partitioned_index(index)} RENAME TO {index}")
+    for child in CHILDREN:
+        op.execute(f"ALTER TABLE {child} RENAME TO {child}_legacy")
+        op.execute(f"ALTER TABLE {child}_legacy RENAME CONSTRAINT pk_{child} TO pk_{child}_legacy")
+        op.execute(f"ALTER TABLE {child}_legacy DROP CONSTRAINT fk_{child}_message_id_messages")
+        op.execute(f"CREATE TABLE {child} (LIKE {child}_legacy INCLUDING DEFAULTS INCLUDING"
+                   " CONSTRAINTS INCLUDING COMMENTS INCLUDING STORAGE)"
+                   " PARTITION BY RANGE (message_id)")
+        op.execute(f"ALTER TABLE {child} DROP CONSTRAINT IF EXISTS ck_{child}_legacy_bound")
+        op.execute(f"ALTER TABLE {child} ADD CONSTRAINT pk_{child} PRIMARY KEY"
+                   f" ({TABLES[child][1]})")
+        op.execute(f"ALTER TABLE {child} ADD CONSTRAINT fk_{child}_message_id_messages"
+                   " FOREIGN KEY (message_id) REFERENCES messages (id) ON DELETE CASCADE")
+        op.execute(f"ALTER TABLE {child} ATTACH PARTITION {child}_legacy"
+                   f" FOR VALUES FROM (MINVALUE) TO ({end})")
+    for table in TABLES:
+        op.execute(f"COMMENT ON TABLE {table} IS {quoted(comments[table][0])}")
+        op.execute(f"COMMENT ON TABLE {table}_legacy IS 'Partition of {table}: the ids below"
+                   f" {end.strip(chr(39))}, as stored before migration 0010.'")
 
 
 def create_month(table: str, month: tuple[int, int]) -> None:
