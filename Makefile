@@ -26,6 +26,7 @@ migrate: $(BIN)/.installed
 	$(BIN)/alembic upgrade head
 
 run: migrate
+	$(BIN)/flask --app wsgi partitions
 	$(BIN)/flask --app wsgi api-key create --all-organizations --name "first key" --if-none
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 

@@ -2,12 +2,17 @@
 bench/scale.py (seeded first if missing):
 
     .venv/bin/python bench/migration_lock.py 0009     # downgrades to 0009's parent first
+    .venv/bin/python bench/migration_lock.py 0010 --online
 
 It steps the database back to the revision before the one named, then upgrades to it while
 a client reads one message by id and updates another, each in a loop on its own
 connection, and reports how long the upgrade took and the longest either client waited.
+With --online, docs/migrations.md's online steps for that revision run first (through
+psql, timed apart), as a DBA would run them on a live system.
 """
 import argparse
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -31,14 +36,22 @@ def probe(url: str, statement: str, stop: threading.Event, waits: list) -> None:
         while not stop.is_set():
             started = time.perf_counter()
             connection.execute(text(statement), {"id": message_id})
-            waits.append(time.perf_counter() - started)
+            waits.append((started, time.perf_counter() - started))
             time.sleep(0.01)
     engine.dispose()
+
+
+def online_steps(revision: str) -> str:
+    """The SQL of docs/migrations.md's section on `revision`, as one psql script."""
+    document = (ROOT / "docs" / "migrations.md").read_text()
+    section = document[document.index(f"## {revision}"):].split("\n## ")[0]
+    return "\n".join(re.findall(r"```sql\n(.*?)```", section, re.S))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revision")
+    parser.add_argument("--online", action="store_true")
     args = parser.parse_args()
     url = seed("1m", SIZES["1m"], reseed=False)
     config = AlembicConfig(str(ROOT / "alembic.ini"))
@@ -55,6 +68,12 @@ def main() -> None:
     for thread in threads:
         thread.start()
     time.sleep(1)
+    online_started = time.perf_counter()
+    if args.online:
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1",
+                        url.replace("postgresql+psycopg", "postgresql")],
+                       input=online_steps(args.revision), text=True, check=True)
+        print(f"online steps: {time.perf_counter() - online_started:.1f} s")
     started = time.perf_counter()
     command.upgrade(config, args.revision)
     took = time.perf_counter() - started
@@ -63,9 +82,13 @@ def main() -> None:
     for thread in threads:
         thread.join()
     command.upgrade(config, "head")
-    print(f"upgrade {parent} -> {args.revision} on 1,000,000 messages: {took:.1f} s")
+    print(f"upgrade {parent} -> {args.revision} on 1,000,000 messages: {took:.2f} s")
     for name, samples in waits.items():
-        print(f"{name}: {len(samples)} statements, longest {max(samples):.2f} s")
+        during = [wait for at, wait in samples if online_started <= at < started]
+        after = [wait for at, wait in samples if at >= started]
+        print(f"{name}: {len(samples)} statements, longest {max(w for _, w in samples):.2f} s;"
+              f" during the online steps {max(during, default=0):.2f} s,"
+              f" from the upgrade on {max(after, default=0):.2f} s")
 
 
 if __name__ == "__main__":
