@@ -130,10 +130,13 @@ def ensure_partitions(engine: Engine, today: date, ahead: int = MONTHS_AHEAD,
 def create_month(connection: Connection, month: date, moving: bool) -> None:
     """The month's partition of each table. Rows of the month in the default partitions
     are taken out first (PostgreSQL refuses a partition whose rows the default holds) and
-    put back once the partitions are there."""
+    put back once the partitions are there, under the ACCESS EXCLUSIVE lock on messages
+    that making a partition takes anyway: held while they move, so a month of many rows in
+    the default partition stops reads and writes that long."""
     lower, upper = first_id(month), first_id(next_month(month))
     bounds = {"lower": lower, "upper": upper or "g"}  # "g": above every hex id
-    if moving:
+    if moving:  # no write may come between the copy and the delete (nor may a read miss)
+        connection.exec_driver_sql("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
         for table, key in PARTITIONED.items():
             connection.execute(text(
                 f"CREATE TEMPORARY TABLE moving_{table} ON COMMIT DROP AS SELECT * FROM"
@@ -204,9 +207,11 @@ def remove_before(engine: Engine, before: date, dry_run: bool) -> Iterator[Remov
 
 def drop_partition(engine: Engine, suffix: str) -> None:
     """The children's partitions go first, so that detaching the messages' one finds no
-    row referring to it."""
+    row referring to it; messages is locked first all the same, in the order writes take
+    the tables (the other order could deadlock with them)."""
     with engine.begin() as connection:
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        connection.exec_driver_sql("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
         for table in (*CHILDREN, "messages"):
             connection.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {table}_{suffix}")
             connection.exec_driver_sql(f"DROP TABLE {table}_{suffix}")
