@@ -117,13 +117,16 @@ def export_command(file, organization, batch_size):
 @contextmanager
 def maintenance_engine() -> Iterator[Engine]:
     """An engine of the command's own, without the requests' timeouts (DDL and batches of
-    deletes are no request): to PostgreSQL itself where DATABASE_SESSION_URL says."""
+    deletes are no request): to PostgreSQL itself where DATABASE_SESSION_URL says. Tables
+    that stay locked by others make the command fail, changing nothing more."""
     config = current_app.config
     direct = session_url(config)
     engine = make_engine(direct or config["DATABASE_URL"],
                          pooled=direct is None and config["DATABASE_TRANSACTION_POOLING"])
     try:
         yield engine
+    except partitions.Busy as error:
+        raise click.ClickException(f"{error} Run the command again.") from error
     finally:
         engine.dispose()
 

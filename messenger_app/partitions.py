@@ -8,12 +8,17 @@ out of the default partition into partitions of their own months. A database mig
 with rows keeps them in `<table>_legacy`, the partition of every id below its first month.
 
 On SQLite nothing is partitioned, and retention is a DELETE."""
+import random
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import NamedTuple
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 # Each partitioned table and its partition key; the messages' partitions first.
 PARTITIONED = {"messages": "id", "message_attachments": "message_id",
@@ -21,9 +26,14 @@ PARTITIONED = {"messages": "id", "message_attachments": "message_id",
 CHILDREN = ("message_attachments", "message_key_values")
 PARTITION_NAME = re.compile(rf"({'|'.join(PARTITIONED)})_(legacy|default|y\d{{4}}m\d{{2}})")
 MONTHS_AHEAD = 3
-# A partition is made or dropped under an ACCESS EXCLUSIVE lock on its table, for a moment:
-# waiting longer for it would hold up every request queued behind.
-LOCK_TIMEOUT = "3s"
+# A partition is made or dropped under ACCESS EXCLUSIVE locks on the three tables, for a
+# moment. Writes take the tables in different orders (a POST's statement locks
+# message_key_values first, a DELETE messages first), so whatever the order of ours, a
+# write may hold one that we wait for while waiting for one of ours: a deadlock. We give up
+# waiting sooner than PostgreSQL's deadlock_timeout (1 s), so that we, not the write, are
+# the one that gives way, and try again; the writes queued behind us wait that long at most.
+LOCK_TIMEOUT = "200ms"
+LOCK_ATTEMPTS = 50
 DELETE_BATCH = 5000  # rows deleted per transaction in a partition that retention trims
 
 BOUND = re.compile(r"FOR VALUES FROM \((MINVALUE|'([0-9a-f]+)')\) TO \((MAXVALUE|'([0-9a-f]+)')\)")
@@ -74,6 +84,34 @@ class Partition(NamedTuple):
                                      ) and (self.upper is None or lower < self.upper)
 
 
+class Busy(Exception):
+    """The tables stayed locked by others through every attempt."""
+
+
+@contextmanager
+def exclusive(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the three tables to itself (ACCESS EXCLUSIVE) from its
+    start, so that its own statements wait for no lock, each of them taken within
+    LOCK_TIMEOUT or the transaction begun again, up to LOCK_ATTEMPTS times."""
+    for attempt in range(LOCK_ATTEMPTS):
+        connection = engine.connect()
+        try:
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            connection.exec_driver_sql(f"LOCK TABLE {', '.join(PARTITIONED)}"
+                                       " IN ACCESS EXCLUSIVE MODE")
+        except OperationalError as error:
+            connection.close()
+            if not isinstance(error.orig, LockNotAvailable):
+                raise
+            time.sleep(random.uniform(0.05, 0.1 * (attempt + 1)))
+            continue
+        with connection:
+            yield connection
+            connection.commit()
+        return
+    raise Busy(f"{', '.join(PARTITIONED)} stayed in use by others; nothing was changed.")
+
+
 def partitions(connection: Connection) -> list[Partition]:
     rows = connection.execute(text(
         "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
@@ -94,9 +132,11 @@ def partitions(connection: Connection) -> list[Partition]:
 
 # --- Partitions ahead of time, and the default partition's rows moved out ---------------
 
+# The UTC months of the ids in the default partition, whatever the session's time zone.
 MONTHS_IN_DEFAULT = text(
     "SELECT DISTINCT date_trunc('month', to_timestamp(CAST(CAST('x' || lpad(left(id, 8), 16,"
-    " '0') AS bit(64)) AS bigint)) AT TIME ZONE 'UTC') FROM messages_default")
+    " '0') AS bit(64)) AS bigint)) AT TIME ZONE 'UTC')"
+    " FROM messages_default")
 
 
 def ensure_partitions(engine: Engine, today: date, ahead: int = MONTHS_AHEAD,
@@ -120,8 +160,7 @@ def ensure_partitions(engine: Engine, today: date, ahead: int = MONTHS_AHEAD,
         lower, upper = first_id(month), first_id(next_month(month))
         if lower is None or any(partition.overlaps(lower, upper) for partition in existing):
             continue
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        with exclusive(engine) as connection:
             create_month(connection, month, moving=month in in_default)
         made.append(f"{month:%Y-%m}")
     return made
@@ -136,7 +175,6 @@ def create_month(connection: Connection, month: date, moving: bool) -> None:
     lower, upper = first_id(month), first_id(next_month(month))
     bounds = {"lower": lower, "upper": upper or "g"}  # "g": above every hex id
     if moving:  # no write may come between the copy and the delete (nor may a read miss)
-        connection.exec_driver_sql("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
         for table, key in PARTITIONED.items():
             connection.execute(text(
                 f"CREATE TEMPORARY TABLE moving_{table} ON COMMIT DROP AS SELECT * FROM"
@@ -207,11 +245,8 @@ def remove_before(engine: Engine, before: date, dry_run: bool) -> Iterator[Remov
 
 def drop_partition(engine: Engine, suffix: str) -> None:
     """The children's partitions go first, so that detaching the messages' one finds no
-    row referring to it; messages is locked first all the same, in the order writes take
-    the tables (the other order could deadlock with them)."""
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        connection.exec_driver_sql("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+    row referring to it."""
+    with exclusive(engine) as connection:
         for table in (*CHILDREN, "messages"):
             connection.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {table}_{suffix}")
             connection.exec_driver_sql(f"DROP TABLE {table}_{suffix}")

@@ -2,6 +2,8 @@
 partition, `flask partitions` makes the months, `flask retention` drops whole months and
 trims the one it cuts through, and a populated database is migrated in place."""
 import re
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import orjson
@@ -11,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from helpers import (SMS, alembic_config, fresh_database, make_key, migrated_database,
                      on_postgresql, row_counts, url)
+from messenger_app import partitions
 from messenger_app.db import db
 from messenger_app.partitions import is_partition
 from messenger_app.queries import read_message_statement
@@ -267,3 +270,56 @@ def test_reads_by_id_touch_only_the_partitions_their_ids_can_be_in(postgres_app)
     one = plan(postgres_app, read_message_statement(False).params(message_id=message_id), {})
     scanned = set(re.findall(r"on (messages_\w+)", one))
     assert scanned == {f"messages_{month_suffix(TODAY)}"}, one
+
+
+def test_retention_drops_a_month_while_messages_are_written(partitioned):
+    """Dropping a month locks messages for a moment, in the order writes take the tables:
+    writes meanwhile wait, then go on; none fails, and none is lost."""
+    _backend, app, runner, admin, load = partitioned
+    load(*(object_id(datetime(2019, 3, 5, tzinfo=UTC), n) for n in range(50)))
+    assert run(runner, "partitions").exit_code == 0
+    stop, statuses = threading.Event(), []
+
+    def write() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            statuses.append(client.post(SMS, json={"attachment_ids": ["a"], "sms_data": {
+                "keys": "k"}}, headers=admin).status_code)
+
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        time.sleep(0.3)
+        result = run(runner, "retention", "--before", "2019-04-01")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+
+    assert result.exit_code == 0 and "dropped messages_y2019m03: 50 messages" in result.output
+    assert statuses and set(statuses) == {201}
+    assert row_counts(app) == (len(statuses),) * 3
+
+
+def test_retention_gives_way_to_a_long_report_and_changes_nothing(partitioned, monkeypatch):
+    """A report's open transaction keeps messages from being locked: retention tries a few
+    times, a moment each, then fails saying so, with nothing removed; later it succeeds."""
+    _backend, app, runner, _admin, load = partitioned
+    load(object_id(datetime(2019, 3, 5, tzinfo=UTC), 1))
+    assert run(runner, "partitions").exit_code == 0
+    monkeypatch.setattr(partitions, "LOCK_ATTEMPTS", 3)
+    with app.app_context():
+        report = db.engine.connect()
+    with report:
+        report.exec_driver_sql("BEGIN")
+        report.exec_driver_sql("SELECT count(*) FROM messages")
+        busy = run(runner, "retention", "--before", "2019-04-01")
+        counts = row_counts(app)
+        report.exec_driver_sql("COMMIT")
+
+    assert busy.exit_code == 1 and "stayed in use by others" in busy.output
+    assert counts == (1, 1, 1) and "messages_y2019m03" in partition_names(app)
+    done = run(runner, "retention", "--before", "2019-04-01")
+    assert done.exit_code == 0 and "messages_y2019m03" not in partition_names(app)
