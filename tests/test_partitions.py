@@ -16,7 +16,7 @@ from helpers import (SMS, alembic_config, fresh_database, make_key, migrated_dat
 from messenger_app import partitions
 from messenger_app.db import db
 from messenger_app.partitions import is_partition
-from messenger_app.queries import read_message_statement
+from messenger_app.queries import counted, read_message_statement
 
 TODAY = datetime.now(UTC).date()
 
@@ -268,8 +268,14 @@ def plan(app, statement, params: dict) -> str:
 def test_reads_by_id_touch_only_the_partitions_their_ids_can_be_in(postgres_app):
     message_id = object_id(datetime.now(UTC), 7)
     one = plan(postgres_app, read_message_statement(False).params(message_id=message_id), {})
-    scanned = set(re.findall(r"on (messages_\w+)", one))
-    assert scanned == {f"messages_{month_suffix(TODAY)}"}, one
+    assert set(re.findall(r"on (messages_\w+)", one)) == {f"messages_{month_suffix(TODAY)}"}
+
+    in_two_months = (TODAY.replace(day=1) + timedelta(days=62)).replace(day=1)
+    cursor = object_id(datetime(in_two_months.year, in_two_months.month, 2, tzinfo=UTC), 0)
+    after = plan(postgres_app, counted({"id__gt": cursor}, "acme", 100), {})
+    later = {f"messages_{month_suffix(in_two_months)}", "messages_default"}
+    assert later <= set(re.findall(r"on (messages_\w+)", after)) <= later | {
+        f"messages_{month_suffix((in_two_months + timedelta(days=32)).replace(day=1))}"}
 
 
 def test_retention_drops_a_month_while_messages_are_written(partitioned):
