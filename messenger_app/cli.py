@@ -1,19 +1,22 @@
 """The `flask --app wsgi` commands: `api-key create|list|revoke`, `idempotency purge`,
-`import-mongo FILE` and `export FILE`. Registered on the app as blueprints (`commands`)."""
+`events purge`, `import-mongo FILE` and `export FILE`. Registered on the app as blueprints
+(`commands`)."""
 import re
+from datetime import timedelta
 
 import click
-from flask import Blueprint
+from flask import Blueprint, current_app
 from sqlalchemy import select
 
-from . import idempotency, transfer
+from . import idempotency, outbox, transfer
 from .db import db
 from .models import ApiKey, utcnow
 
 api_keys = Blueprint("api_keys", __name__, cli_group="api-key")
 idempotency_keys = Blueprint("idempotency", __name__, cli_group="idempotency")
 transfers = Blueprint("transfer", __name__, cli_group=None)
-commands = (api_keys, idempotency_keys, transfers)
+message_events = Blueprint("event_commands", __name__, cli_group="events")
+commands = (api_keys, idempotency_keys, transfers, message_events)
 
 
 @api_keys.cli.command("create")
@@ -75,6 +78,16 @@ def purge_idempotency_keys():
     with db.engine.begin() as connection:
         deleted = idempotency.purge_expired(connection)
     click.echo(f"Deleted {deleted} expired idempotency keys.")
+
+
+@message_events.cli.command("purge")
+def purge_events():
+    """Delete the live-updates events older than EVENTS_RETENTION_DAYS (each process also
+    does, hourly)."""
+    retention = timedelta(days=current_app.config["EVENTS_RETENTION_DAYS"])
+    with db.engine.begin() as connection:
+        deleted = outbox.purge(connection, utcnow() - retention)
+    click.echo(f"Deleted {deleted} events older than {retention.days} days.")
 
 
 @transfers.cli.command("import-mongo")

@@ -160,6 +160,14 @@ class Database:
         caller does."""
         return g.pop("db_read_connection") if "db_read_connection" in g else g.pop("db_connection")
 
+    @staticmethod
+    def release() -> None:
+        """Give the request's connection back to the pool now: the request is about to wait
+        (`connection()` takes one again)."""
+        owned = g.pop("db_connection", None)
+        if owned is not None:
+            owned.close()
+
     @property
     def session(self) -> Session:
         """An ORM session for commands (the `flask` CLI), closed with the app context."""

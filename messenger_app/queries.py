@@ -6,7 +6,8 @@ the request's write (db.Database.write). Every write through the API also writes
 (outbox.py) in the same transaction: on PostgreSQL in the same statement (a data-modifying
 CTE), on SQLite as one more statement. Nothing here commits."""
 import operator
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from datetime import datetime
 from functools import cache, lru_cache
 from itertools import chain
 from typing import NamedTuple, cast
@@ -30,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import outbox
 from .db import db
-from .message_json import SCALAR_FIELDS, MessageJSON, decode, stored_json
+from .message_json import SCALAR_FIELDS, MessageJSON, decode, format_date_time, stored_json
 from .models import CHANNEL_FIELDS, attachments, key_values, messages
 
 m = messages.alias("m")
@@ -60,6 +61,21 @@ def filtered(statement, table, filters: dict):
         name, _, comparison = param.partition("__")
         statement = statement.where(COMPARISONS[comparison](table.c[name], value))
     return statement
+
+
+def matcher(filters: dict) -> Callable[[dict], bool]:
+    """`filtered`'s filters, as a test of a message's JSON object (an event's, say)."""
+    tests = []
+    for param, value in filters.items():
+        name, _, comparison = param.partition("__")
+        wanted = format_date_time(value) if isinstance(value, datetime) else value
+        tests.append((name, COMPARISONS[comparison], wanted))
+
+    def matches(message: dict) -> bool:
+        return all(message[name] is not None and compare(message[name], wanted)
+                   for name, compare, wanted in tests)
+
+    return matches
 
 
 def ordered(statement, table, terms: Iterable[tuple[str, bool]]):

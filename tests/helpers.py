@@ -80,10 +80,12 @@ def migrated_database(backend: str, tmp_path_factory, name: str) -> str:
 
 def dispose_app(app: Flask) -> None:
     """Close every connection `app` holds open: its engine's pool and, on PostgreSQL, the
-    API key cache's LISTEN connection, its replicas' (whose checks it stops). Left to garbage
+    API key cache's LISTEN connection, its replicas' (whose checks it stops), its live-updates
+    feed (whose streams end). Left to garbage
     collection they close whenever it runs, in the middle of a later test (moving the pool
     gauges of /metrics, say). The one place that knows what an app holds; safe to call more
     than once."""
+    app.extensions["live_feed"].stop()
     app.extensions["database"].dispose()
     app.extensions["replicas"].close()
     cache = app.extensions.get("api_key_cache")
