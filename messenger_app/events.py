@@ -96,7 +96,7 @@ class Events(MethodView):
         "schema": {"type": "string"}}})
     @documented_errors(blp, 401, 410, 422, 503)
     @blp.doc(operationId="list_events", parameters=[LAST_EVENT_ID_PARAMETER],
-             responses={"200": {"content": EVENT_STREAM}})
+             responses={200: {"content": EVENT_STREAM}})
     def get(self, args):
         """Follow changes to messages: Server-Sent Events or pages of JSON.
 
@@ -111,19 +111,19 @@ class Events(MethodView):
         feed = current_app.extensions["live_feed"]
         if request.accept_mimetypes.best_match(["application/json", "text/event-stream"]
                                                ) == "text/event-stream":
-            return stream(feed, stream_start(feed, args), filters)
+            return stream(feed, stream_start(args), filters)
         after = outbox.ORIGIN if "after" not in args else decode_cursor(args["after"], "query",
                                                                          "after")
         return page(feed, after, filters, args["page_size"], args["wait"])
 
 
-def stream_start(feed: live.Feed, args: dict) -> Position:
+def stream_start(args: dict) -> Position:
     header = request.headers.get(LAST_EVENT_ID)
     if header:
         return decode_cursor(header.strip(), "headers", LAST_EVENT_ID)
     if "last_event_id" in args:
         return decode_cursor(args["last_event_id"], "query", "last_event_id")
-    return feed.present()
+    return outbox.newest(db.connection())  # the present
 
 
 def stream(feed: live.Feed, after: Position, filters: dict) -> Response:

@@ -210,12 +210,6 @@ class Feed:
 
     # --- Streams ------------------------------------------------------------------------
 
-    def present(self) -> Position:
-        """Where a stream that starts now starts."""
-        self.start()
-        window = self.window
-        return window.changes[-1].event.position if window.changes else window.floor
-
     def follow(self, after: Position, scope: str | None, matches: Callable[[dict], bool],
                heartbeat: float) -> Iterator[Delivery | None]:
         """Every event after `after` that `scope`'s key sees and `matches` passes, in order,

@@ -5,9 +5,9 @@ A position is (xid, seq). On PostgreSQL `seq` comes from a sequence when the row
 inserted, not when it commits, so two writers can commit in the other order than their
 `seq`s: a reader that took the later one first and moved past it would never see the
 earlier. Each event therefore also holds its transaction's id, and a reader takes only the
-events of transactions below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction
-below it has ended, so no event that becomes visible later can sort before one already
-read. The feed is read in (xid, seq) order, which is then a commit-consistent order. A
+events of transactions below the lowest one of this database still running (HORIZON): every
+transaction below it has ended, so no event that becomes visible later can sort before one
+already read. The feed is read in (xid, seq) order, which is then a commit-consistent order. A
 transaction that stays open holds back the events of those that began writing after it
 (the feed waits; it never reorders). On SQLite one writer holds the lock from its first
 write to its commit, so `seq` (the rowid) is commit order, and every xid is 0.
@@ -51,11 +51,26 @@ def transaction_id(dialect: str) -> ColumnElement:
     return literal_column(TRANSACTION_ID[dialect])
 
 
+# PostgreSQL: the lowest transaction id that may still write events. Transaction ids are
+# the server's, so pg_snapshot_xmin() would wait for every transaction of every database
+# (a bulk load in another database held a test's feed back for its 15 minutes): in-progress
+# ids known to be another database's (pg_stat_activity, read after the snapshot, shows
+# datid and backend_xid to any role) don't count; an id that can't be placed (its backend
+# ended meanwhile, a prepared transaction) does. None in progress: the snapshot's xmax.
+HORIZON = (
+    "(SELECT CAST(CAST(COALESCE("
+    "(SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x WHERE NOT EXISTS ("
+    "SELECT FROM pg_stat_activity AS a WHERE a.datname <> current_database()"
+    " AND CAST(CAST(a.backend_xid AS text) AS bigint) = CAST(CAST(x AS text) AS bigint)"
+    " % 4294967296)), pg_snapshot_xmax(s.snap)) AS text) AS bigint)"
+    " FROM (SELECT pg_current_snapshot() AS snap) AS s)")
+
+
 def settled(dialect: str) -> ColumnElement[bool]:
-    """Whether an event's transaction is below every transaction still running."""
+    """Whether an event's transaction is below every transaction of this database still
+    running (every one that may yet commit events)."""
     if dialect == "postgresql":
-        return events.c.xid < literal_column(
-            "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)")
+        return events.c.xid < literal_column(HORIZON)
     return true()
 
 

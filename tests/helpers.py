@@ -27,6 +27,7 @@ POSTGRES_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/messenger_test"
 )
 SMS = "/ux/common/messenger/sms/"
+EVENTS = "/ux/common/messenger/sms/events/"
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"  # no server
 
 
@@ -160,6 +161,40 @@ def row_counts(app) -> tuple[int, int, int]:
             db.session.scalar(select(func.count()).select_from(model))
             for model in (Message, Attachment, KeyValue)
         )
+
+
+def feed(client, headers, query: str = "") -> list[dict]:
+    """The live-updates feed's JSON page (`query`: its query string)."""
+    response = client.get(f"{EVENTS}?{query}", headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def read_server_sent_events(lines, count: int) -> list[dict]:
+    """The next `count` events (`{"id", "event", "data"}`) from `lines`, an iterator over a
+    stream's text lines (comments and `retry:` are skipped)."""
+    found: list[dict] = []
+    event: dict = {}
+    for line in lines:
+        if not line:
+            if event:
+                found.append(event)
+                event = {}
+            if len(found) == count:
+                return found
+        elif not line.startswith((":", "retry:")):
+            field, _, value = line.partition(": ")
+            event[field] = json.loads(value) if field == "data" else value
+    raise AssertionError(f"the stream ended after {found}")
+
+
+def stream_lines(response):
+    """The text lines of a streamed Flask test client response."""
+    pending = ""
+    for chunk in response.response:
+        pending += chunk.decode()
+        *lines, pending = pending.split("\n")
+        yield from lines
 
 
 # --- Real HTTP and servers --------------------------------------------------------------
