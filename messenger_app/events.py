@@ -23,6 +23,14 @@ blp = Blueprint("events", __name__, url_prefix="/ux/common/messenger/sms/events"
                 description="Live updates: changes to messages, as they are made.")
 blp.before_request(authenticate)
 
+@blp.after_request
+def not_stored(response: Response) -> Response:
+    """The feed moves on: no answer of it (a 410 included, which caches may keep, and which
+    a browser then gave a resuming reader with another Last-Event-ID) is to be kept."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 CURSOR = re.compile("[0-9a-f]{32}")
 KINDS = ("created", "updated", "deleted")
 RETRY_MILLISECONDS = 2000  # how soon EventSource reconnects after a stream ends
@@ -143,7 +151,7 @@ def stream(feed: live.Feed, after: Position, filters: dict) -> Response:
             yield HEARTBEAT if delivery is None else server_sent_event(delivery)
 
     return Response(lines(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+                    headers={"X-Accel-Buffering": "no"})
 
 
 def server_sent_event(delivery: live.Delivery) -> bytes:

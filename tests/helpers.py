@@ -4,6 +4,7 @@ keys, messages, real HTTP and servers, and faults to inject. Test modules import
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -250,6 +251,17 @@ def wait_until_serving(base: str, server: subprocess.Popen) -> None:
         except OSError:
             assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
             time.sleep(0.1)
+
+
+def chromium() -> str:
+    """Headless Chromium's path; skip (on CI, fail) without it."""
+    path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 # --- Faults -----------------------------------------------------------------------------

@@ -1,17 +1,22 @@
 """Live updates through a real gunicorn (gunicorn.conf.py, gevent workers), on SQLite and
 PostgreSQL: a stream's headers go out before any event, events and heartbeats follow, and
 SIGTERM ends it cleanly so that the workers exit before graceful_timeout; a subscriber that
-stops reading is dropped instead of holding its events in the server."""
+stops reading is dropped instead of holding its events in the server; a browser follows
+with the README's reader."""
 import json
 import os
+import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from helpers import (EVENTS, SMS, free_port, http, make_key, migrated_database,
+from helpers import (EVENTS, SMS, chromium, free_port, http, make_key, migrated_database,
                      wait_until_serving)
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
@@ -124,3 +129,80 @@ def test_a_subscriber_that_stops_reading_is_dropped(tmp_path_factory, tmp_path):
 
     assert 0 < received.count(b"event: created") < 150
     assert not received.endswith(b"0\r\n\r\n")  # cut off, not ended
+
+
+# --- The browser path (README: a fetch-based reader, since EventSource sends no header) ---
+
+PAGE = """<!doctype html><title>live updates</title><script>
+%(snippet)s
+const base = %(base)s, key = %(key)s, stop = new AbortController(), seen = [];
+const report = (result) => fetch(%(collector)s, {method: "POST", body: result});
+followMessages(base, key, (kind, data, id) => {
+  seen.push([kind, data.id, data.message.ref_id]);
+  if (seen.length === 1) {  // a change made while the page follows
+    fetch(`${base}/ux/common/messenger/sms/`, {method: "POST", body: '{"ref_id": "page"}',
+      headers: {Authorization: `Token ${key}`, "Content-Type": "application/json"}});
+  }
+  if (seen.length === 3) { stop.abort(); report(JSON.stringify(seen)); }
+}, {lastEventId: %(cursor)s, signal: stop.signal}).catch((error) => {
+  if (!stop.signal.aborted) report(`failed: ${error}`);
+});
+</script>"""
+
+
+def readme_snippet() -> str:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    return re.search(r"```js\n(.*?)```", readme, re.S).group(1)
+
+
+class Collector(BaseHTTPRequestHandler):
+    """What the page reports: the body of its POST."""
+
+    reports: queue.Queue = queue.Queue()
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.reports.put(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_browser_follows_and_resumes_with_the_readme_reader(tmp_path_factory, tmp_path):
+    """Headless Chromium runs README's followMessages from a page of another origin (CORS):
+    it resumes after the first of three messages, and gets a change made meanwhile."""
+    database = migrated_database("postgresql", tmp_path_factory, "live_browser")
+    collector = HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    with open(tmp_path / "gunicorn.log", "w") as log:
+        server, base, key = start(database, log, CORS_ORIGINS="*")
+        browser = None
+        try:
+            made = [json.loads(http("POST", f"{base}{SMS}", key, {"ref_id": str(n)})[2])["id"]
+                    for n in range(3)]
+            cursor = json.loads(http("GET", f"{base}{EVENTS}", key)[2])[0]["event_id"]
+            page = tmp_path / "page.html"
+            page.write_text(PAGE % {
+                "snippet": readme_snippet(), "base": json.dumps(base),
+                "key": json.dumps(key["Authorization"].split()[1]), "cursor": json.dumps(cursor),
+                "collector": json.dumps(f"http://127.0.0.1:{collector.server_port}/")})
+            browser = subprocess.Popen(
+                [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", page.as_uri()],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            reported = Collector.reports.get(timeout=60)
+            listed = json.loads(http("GET", f"{base}{SMS}?ref_id=page", key)[2])
+        finally:
+            if browser is not None:
+                browser.kill()
+                browser.wait(timeout=30)
+            collector.shutdown()
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+
+    assert reported.startswith("["), reported
+    assert json.loads(reported) == [["created", made[1], "1"], ["created", made[2], "2"],
+                                    ["created", listed[0]["id"], "page"]]
