@@ -35,7 +35,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.extensions["api_key_cache"] = KeyCache(app.config["API_KEY_CACHE_SECONDS"],
                                                session_url(app.config),
                                                app.config["DATABASE_CONNECT_TIMEOUT"])
-    app.extensions["live_feed"] = Feed(app.extensions["database"], session_url(app.config),
+    app.extensions["live_feed"] = Feed(app.extensions["feed_database"], session_url(app.config),
                                        app.config["DATABASE_CONNECT_TIMEOUT"],
                                        app.config["EVENTS_RETENTION_DAYS"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter

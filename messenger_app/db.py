@@ -40,6 +40,10 @@ class Database:
 
         app.extensions["database"] = request_engine(config["DATABASE_URL"],
                                                     config["DATABASE_CONNECT_TIMEOUT"])
+        # The live-updates feed (live.py) reads on a pool of its own: streams that resume
+        # from far back all at once wait for one another, not for the requests' connections.
+        app.extensions["feed_database"] = request_engine(config["DATABASE_URL"],
+                                                         config["DATABASE_CONNECT_TIMEOUT"])
         # A replica's trouble must cost a request little: it is given up on sooner.
         replica_timeout = min(config["DATABASE_CONNECT_TIMEOUT"], 1)
         app.extensions["replicas"] = Replicas(

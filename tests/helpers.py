@@ -89,6 +89,7 @@ def dispose_app(app: Flask) -> None:
     than once."""
     app.extensions["live_feed"].stop()
     app.extensions["database"].dispose()
+    app.extensions["feed_database"].dispose()
     app.extensions["replicas"].close()
     cache = app.extensions.get("api_key_cache")
     listener = getattr(cache, "listener", None)

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from helpers import (EVENTS, SMS, chromium, free_port, http, make_key, migrated_database,
-                     wait_until_serving)
+from helpers import (EVENTS, SMS, chromium, dispose_app, free_port, http, make_key,
+                     migrated_database, wait_until_serving)
 from messenger_app import create_app
 from messenger_app.config import PROJECT_ROOT
 
@@ -41,7 +41,7 @@ def start(database: str, log, **settings) -> tuple[subprocess.Popen, str, dict]:
     try:
         key = make_key(app, "acme")
     finally:
-        app.extensions["database"].dispose()
+        dispose_app(app)
     return server, base, key
 
 
