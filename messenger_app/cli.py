@@ -182,5 +182,11 @@ def retention_command(before, dry_run):
             total += removal.messages
             click.echo(f"{verb[0] if removal.dropped else verb[1]} {removal.partition}:"
                        f" {removal.messages} messages")
+        with engine.begin() as connection:  # the live-updates feed's, by the same rule
+            made_before = before.replace(tzinfo=UTC)
+            events = (outbox.count_before(connection, made_before) if dry_run
+                      else outbox.purge(connection, made_before))
+        if events:
+            click.echo(f"{verb[1]} message_events: {events} events")
     click.echo(f"{'Would remove' if dry_run else 'Removed'} {total} messages made before"
                f" {before:%Y-%m-%d}.")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Insert,
     bindparam,
     delete,
+    func,
     insert,
     literal,
     literal_column,
@@ -171,6 +172,12 @@ def oldest(connection: Connection) -> Position | None:
     """The oldest event kept; None if there is none."""
     row = connection.execute(edge_statement(connection.dialect.name, False)).first()
     return None if row is None else (row[0], row[1])
+
+
+def count_before(connection: Connection, before: datetime) -> int:
+    """How many events `purge(connection, before)` would delete, at most."""
+    return connection.scalar(select(func.count()).select_from(events).where(
+        events.c.created_at < before))
 
 
 def purge(connection: Connection, before: datetime) -> int:
