@@ -176,8 +176,8 @@ def oldest(connection: Connection) -> Position | None:
 
 def count_before(connection: Connection, before: datetime) -> int:
     """How many events `purge(connection, before)` would delete, at most."""
-    return connection.scalar(select(func.count()).select_from(events).where(
-        events.c.created_at < before))
+    return connection.execute(select(func.count()).select_from(events).where(
+        events.c.created_at < before)).scalar_one()
 
 
 def purge(connection: Connection, before: datetime) -> int:
