@@ -52,7 +52,7 @@ DO $$
 DECLARE index record;
 BEGIN
     FOR index IN SELECT ddl FROM secondary_indexes LOOP
-        EXECUTE index.ddl;
+        EXECUTE replace(index.ddl, ' ON ONLY ', ' ON ');  -- a partitioned index's DDL says ONLY
     END LOOP;
 END $$;
 COMMIT;
