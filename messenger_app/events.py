@@ -147,19 +147,23 @@ def stream(feed: live.Feed, after: Position, filters: dict) -> Response:
 
     def lines():
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-        for delivery in deliveries:
-            yield HEARTBEAT if delivery is None else server_sent_event(delivery)
+        for batch in deliveries:  # one write for the events that came together
+            yield b"".join(map(server_sent_event, batch)) if batch else HEARTBEAT
 
     return Response(lines(), mimetype="text/event-stream",
                     headers={"X-Accel-Buffering": "no"})
 
 
 def server_sent_event(delivery: live.Delivery) -> bytes:
-    data: dict[str, object] = {"id": delivery.message_id}
-    if delivery.message is not None:
-        data["message"] = delivery.message
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
-        encode_cursor(delivery.position).encode(), delivery.kind.encode(), orjson.dumps(data))
+    """The event's lines, encoded once for every stream that sees it as this kind."""
+    encoded = delivery.change.encoded.get(delivery.kind)
+    if encoded is None:
+        data: dict[str, object] = {"id": delivery.message_id}
+        if delivery.message is not None:
+            data["message"] = delivery.message
+        encoded = delivery.change.encoded[delivery.kind] = b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            encode_cursor(delivery.position).encode(), delivery.kind.encode(), orjson.dumps(data))
+    return encoded
 
 
 def page(feed: live.Feed, after: Position, filters: dict, page_size: int,

@@ -35,10 +35,12 @@ CHANNEL = "message_events"
 
 
 class Change:
-    """An event with its message decoded (once, however many streams send it)."""
+    """An event with its message decoded, and its encodings for streams (each made once,
+    however many streams send it)."""
 
     def __init__(self, event: outbox.Event) -> None:
         self.event = event
+        self.encoded: dict[str, bytes] = {}  # by the kind a key sees it as
 
     @cached_property
     def message(self) -> dict | None:
@@ -52,6 +54,7 @@ class Delivery(NamedTuple):
     kind: str  # as this key sees it: a move is `deleted` to the organization left
     message_id: str
     message: dict | None  # None for deleted
+    change: Change
 
 
 def seen_as(event: outbox.Event, scope: str | None) -> str | None:
@@ -76,7 +79,7 @@ def deliveries(changes: list[Change], scope: str | None,
             continue
         message = None if kind == "deleted" else change.message
         if message is None or matches(message):
-            yield Delivery(change.event.position, kind, change.event.message_id, message)
+            yield Delivery(change.event.position, kind, change.event.message_id, message, change)
 
 
 def read_matching(connection: Connection, after: Position, scope: str | None,
@@ -211,17 +214,18 @@ class Feed:
     # --- Streams ------------------------------------------------------------------------
 
     def follow(self, after: Position, scope: str | None, matches: Callable[[dict], bool],
-               heartbeat: float) -> Iterator[Delivery | None]:
+               heartbeat: float) -> Iterator[list[Delivery]]:
         """Every event after `after` that `scope`'s key sees and `matches` passes, in order,
-        as it comes; None after each `heartbeat` seconds without one. Ends when the feed
-        stops."""
+        in lists of those that came together; an empty list after each `heartbeat` seconds
+        without one. Ends when the feed stops."""
         self.start()
         while not self.stopping:
             changed = self.changed  # before reading: what is added after it sets it
             found, after, more = self._since(after, scope, matches)
-            yield from found
-            if not found and not more and not changed.wait(heartbeat):
-                yield None
+            if found:
+                yield found
+            elif not more and not changed.wait(heartbeat):
+                yield []
 
     def _since(self, after: Position, scope: str | None, matches: Callable[[dict], bool]
                ) -> tuple[list[Delivery], Position, bool]:
