@@ -173,7 +173,7 @@ def page(feed: live.Feed, after: Position, filters: dict, page_size: int,
     matches, scope = queries.matcher(filters), key_scope()
     deadline = monotonic() + wait
     while True:
-        changed = feed.changed  # before reading: what is added after it sets it
+        changed = feed.signal(scope)  # before reading: what is added after it sets it
         found, after, more = live.read_matching(db.connection(), after, scope, matches,
                                                 page_size)
         if found or (not more and monotonic() >= deadline):

@@ -4,8 +4,9 @@ woken by PostgreSQL's NOTIFY `message_events` (sent by a trigger at each commit 
 events; its LISTEN connection is the process's own, as for key changes) or, on SQLite or
 through a transaction pooler without DATABASE_SESSION_URL, every POLL_SECONDS. It reads the
 new events with one statement, on a connection of the pool that it gives back at once,
-keeps the latest in memory, and wakes the streams, which filter them for their key and
-their filters: no stream queries the table while it follows the present. A stream further
+keeps the latest in memory, and wakes the streams that may see them (those of the
+organizations they touch, and every all-organizations one), which filter them for their key
+and their filters: no stream queries the table while it follows the present. A stream further
 behind than the memory reads the table a page at a time, again on a connection that it
 gives back after each page. Whoever reads, reads the settled events only (outbox.py):
 every reader sees one order."""
@@ -118,7 +119,10 @@ class Feed:
         self.connect_timeout = connect_timeout
         self.retention = timedelta(days=retention_days)
         self.window = Window(outbox.ORIGIN, [])
-        self.changed = threading.Event()  # set, and replaced, whenever events are added
+        # By scope (an organization; None: all): set, and dropped, when events it may see
+        # are added. Taken and set under `adding`, with the window read or extended.
+        self.signals: dict[str | None, threading.Event] = {}
+        self.adding = threading.Lock()
         self.stopping = False
         self.pid: int | None = None
         self.lock = threading.Lock()
@@ -140,8 +144,9 @@ class Feed:
 
     def stop(self) -> None:
         """End every stream of this process (gunicorn's SIGTERM; an app disposed of)."""
-        self.stopping = True
-        self._wake()
+        with self.adding:
+            self.stopping = True
+            self._wake(set(self.signals))
         listener, self.listener = self.listener, None
         if listener is not None:
             listener.close()
@@ -192,17 +197,41 @@ class Feed:
                 return held
 
     def _add(self, changes: list[Change]) -> None:
-        window = self.window
-        window.changes.extend(changes)
-        if len(window.changes) > 2 * self.KEPT:  # a new window: streams hold the old one
-            dropped = len(window.changes) - self.KEPT
-            self.window = Window(window.changes[dropped - 1].event.position,
-                                 window.changes[dropped:])
-        self._wake()
+        scopes = {None} | {organization for change in changes for organization in
+                           (change.event.organization, change.event.previous_organization)}
+        with self.adding:
+            window = self.window
+            window.changes.extend(changes)
+            if len(window.changes) > 2 * self.KEPT:  # a new window: streams hold the old one
+                dropped = len(window.changes) - self.KEPT
+                self.window = Window(window.changes[dropped - 1].event.position,
+                                     window.changes[dropped:])
+            self._wake(scopes)
 
-    def _wake(self) -> None:
-        changed, self.changed = self.changed, threading.Event()
-        changed.set()
+    def _wake(self, scopes: set[str | None]) -> None:
+        for scope in scopes:
+            signal = self.signals.pop(scope, None)
+            if signal is not None:
+                signal.set()
+
+    def signal(self, scope: str | None) -> threading.Event:
+        """What the next events that `scope`'s key may see set (take it before reading)."""
+        with self.adding:
+            if self.stopping:  # stop() has woken the others
+                signal = threading.Event()
+                signal.set()
+                return signal
+            return self.signals.setdefault(scope, threading.Event())
+
+    def _skip_quiet(self, after: Position, signal: threading.Event) -> Position:
+        """`after`, or the newest event in memory if none added since `signal` was taken
+        (when every event up to `after` had been read) is for its scope: a stream of a quiet
+        organization is not woken by others' events, yet does not fall behind the memory
+        (and read the table) while they pass."""
+        with self.adding:
+            if signal.is_set() or not self.window.changes:
+                return after
+            return max(after, self.window.changes[-1].event.position)
 
     def _purge_now_and_then(self) -> None:
         if time.monotonic() < self.next_purge:
@@ -219,12 +248,16 @@ class Feed:
         in lists of those that came together; an empty list after each `heartbeat` seconds
         without one. Ends when the feed stops."""
         self.start()
+        signal: threading.Event | None = None
+        more = True
         while not self.stopping:
-            changed = self.changed  # before reading: what is added after it sets it
+            if signal is not None and not more:  # all read when it was taken
+                after = self._skip_quiet(after, signal)
+            signal = self.signal(scope)  # before reading: what is added after it sets it
             found, after, more = self._since(after, scope, matches)
             if found:
                 yield found
-            elif not more and not changed.wait(heartbeat):
+            elif not more and not signal.wait(heartbeat):
                 yield []
 
     def _since(self, after: Position, scope: str | None, matches: Callable[[dict], bool]
@@ -240,6 +273,6 @@ class Feed:
         return list(deliveries(changes, scope, matches)), after, False
 
     def wait(self, changed: threading.Event, timeout: float) -> None:
-        """Until events are added after `changed` was taken (self.changed), or `timeout`."""
+        """Until events are added after `changed` was taken (self.signal), or `timeout`."""
         self.start()
         changed.wait(timeout)

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from helpers import (EVENTS, SMS, create, feed, full_message, make_key, read_server_sent_events,
                      stream_lines, url)
-from messenger_app import queries
+from messenger_app import live, queries
 from messenger_app.db import db
 from messenger_app.message_json import new_message
 from messenger_app.models import new_object_id, utcnow
@@ -180,6 +180,38 @@ def test_a_stream_sends_a_comment_when_idle(app, client, acme, monkeypatch):
         assert [next(lines), next(lines), next(lines)] == ["", ": keep-alive", ""]
     finally:
         response.close()
+
+
+def test_a_quiet_organizations_stream_keeps_up_without_reading_the_table(app, client, acme,
+                                                                         globex, monkeypatch):
+    """Other organizations' events do not wake it, yet it moves past them when idle: however
+    many go by (more than the feed keeps in memory), it never reads the table."""
+    live_feed = app.extensions["live_feed"]
+    monkeypatch.setitem(app.config, "EVENTS_HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(live_feed, "KEPT", 2)
+    table_reads, read_matching = [], live.read_matching
+    monkeypatch.setattr(live, "read_matching",
+                        lambda *args: table_reads.append(args) or read_matching(*args))
+    live_feed.start()
+    response, lines = sse(client, acme)
+    try:
+        while next(lines) != ": keep-alive":  # following from the present
+            pass
+        others = [create(client, globex)["id"] for _ in range(3 * live_feed.KEPT)]
+        while others[-1] not in [change.event.message_id for change in live_feed.window.changes]:
+            live_feed.wait(live_feed.signal(None), 1)
+        heartbeats = 0
+        while heartbeats < 2:  # at least one after the others' events were in memory
+            heartbeats += next(lines) == ": keep-alive"
+        made = create(client, acme)
+        events = read_server_sent_events(lines, 1)
+    finally:
+        response.close()
+
+    in_memory = [change.event.message_id for change in live_feed.window.changes]
+    assert others[0] not in in_memory  # the others' first events have left memory
+    assert [event["data"]["id"] for event in events] == [made["id"]]
+    assert table_reads == []
 
 
 def test_a_key_is_needed(client):

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -111,16 +112,20 @@ def test_a_stream_sends_headers_at_once_then_events_and_ends_on_sigterm(database
 
 def test_a_subscriber_that_stops_reading_is_dropped(tmp_path_factory, tmp_path):
     """Its events are not held for it: once a write has waited
-    EVENTS_WRITE_TIMEOUT_SECONDS, the connection is closed (the client resumes later)."""
+    EVENTS_WRITE_TIMEOUT_SECONDS, the connection is closed (the client resumes later).
+    Heartbeats are rarer than the client's socket timeout: a stream left open fails the test
+    rather than feeding it forever."""
     database = migrated_database("postgresql", tmp_path_factory, "live_slow")
     with open(tmp_path / "gunicorn.log", "w") as log:
-        server, base, key = start(database, log, EVENTS_WRITE_TIMEOUT_SECONDS=1)
+        server, base, key = start(database, log, EVENTS_WRITE_TIMEOUT_SECONDS=1,
+                                  EVENTS_HEARTBEAT_SECONDS=600)
         try:
             client = open_stream(base, key, receive_buffer=4096)
             read_until(client, bytearray(), b"retry: ")
             large = {"ref_display_id": "x" * 90_000}
             for _ in range(150):  # some 13 MB of events: more than the sockets' buffers
                 assert http("POST", f"{base}{SMS}", key, large)[0] == 201
+            time.sleep(3)  # not reading, for thrice the write timeout: a write gives up
             received = read_to_the_end(client)
             assert http("GET", f"{base}{SMS}?page_size=1", key)[0] == 200
         finally:
