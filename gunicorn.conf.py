@@ -4,8 +4,11 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 
+import gevent
+from gevent import monkey
 from gunicorn import util
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -16,7 +19,7 @@ worker_class = "gevent"
 worker_connections = 1000  # open connections a worker serves at once; more wait to be accepted
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 timeout = 30  # a worker stuck longer is replaced; statements give up after 10 s before that
-graceful_timeout = 30  # on SIGTERM, requests under way get this long to finish
+graceful_timeout = 30  # on SIGTERM, requests under way get this long (streams end at once)
 keepalive = 2
 accesslog = None  # the app logs every request itself, with its request id (logs.py)
 errorlog = "-"
@@ -33,6 +36,22 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess  # here: it picks its mode when imported
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, the worker's live-updates streams end at once (their clients resume after
+    their last event, elsewhere): else they would hold the worker until graceful_timeout."""
+    stop_accepting = signal.getsignal(signal.SIGTERM)
+    feed = getattr(worker.wsgi, "extensions", {}).get("live_feed")
+
+    def exit_and_end_streams(signum, frame):
+        stop_accepting(signum, frame)
+        if feed is not None and monkey.is_module_patched("threading"):
+            gevent.spawn(feed.stop)  # a signal handler may not block (as gunicorn's own)
+        elif feed is not None:
+            feed.stop()
+
+    signal.signal(signal.SIGTERM, exit_and_end_streams)
 
 
 def on_exit(server):

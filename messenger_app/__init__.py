@@ -8,11 +8,12 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, health, idempotency, logs, messages, metrics
+from . import cli, events, health, idempotency, logs, messages, metrics
 from .api import Api
 from .config import Config, derived_limits, from_environment, session_url
 from .db import db
 from .key_cache import KeyCache
+from .live import Feed
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -34,10 +35,14 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.extensions["api_key_cache"] = KeyCache(app.config["API_KEY_CACHE_SECONDS"],
                                                session_url(app.config),
                                                app.config["DATABASE_CONNECT_TIMEOUT"])
+    app.extensions["live_feed"] = Feed(app.extensions["feed_database"], session_url(app.config),
+                                       app.config["DATABASE_CONNECT_TIMEOUT"],
+                                       app.config["EVENTS_RETENTION_DAYS"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
     api = Api(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)
     api.register_blueprint(messages.blp)
+    api.register_blueprint(events.blp)
     api.spec.components.schema("MessageForm", messages.form_schema(api.ma_plugin.converter))
     api.register_blueprint(health.blp)
     api.register_blueprint(metrics.blp)
@@ -47,7 +52,8 @@ def create_app(config: Mapping | None = None) -> Flask:
         app.register_blueprint(commands)
     CORS(app, origins=app.config["CORS_ORIGINS"], max_age=600,
          allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
-                        "X-Request-ID", idempotency.HEADER, messages.CONSISTENCY_TOKEN],
+                        "X-Request-ID", idempotency.HEADER, messages.CONSISTENCY_TOKEN,
+                        events.LAST_EVENT_ID],
          expose_headers=["ETag", "Link", "X-Pagination", "Location", "X-Request-ID",
                          "Retry-After", idempotency.REPLAYED, messages.CONSISTENCY_TOKEN])
     app.after_request(no_content_type_without_content)

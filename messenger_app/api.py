@@ -85,6 +85,9 @@ ERROR_RESPONSES = [
                         "was applied; retry after `Retry-After` seconds.",
                    "A request with this Idempotency-Key is still running; retry shortly.",
                    {"Retry-After": string_header("Seconds to wait before retrying.")}),
+    error_response(410, "The cursor is older than the events kept (EVENTS_RETENTION_DAYS, 7 "
+                        "by default): list the messages again, then follow from the present.",
+                   "This cursor is older than the events kept; list the messages again."),
     error_response(412, "`If-Match` no longer matches the message's ETag: nothing changed.",
                    "The message has changed since the ETag in If-Match."),
     error_response(413, "The body is over the size limit (MAX_BODY_BYTES, 1 MiB by default).",
@@ -194,6 +197,17 @@ class Api(flask_smorest.Api):
         allow = {k: v for k, v in error.get_headers() if k == "Allow"}
         body = {"code": code, "status": payload["status"], "message": message, **payload}
         return body, code, {**allow, **(headers or {})}
+
+
+def documented_errors(blp: flask_smorest.Blueprint, *codes: int):
+    """Document the errors an operation of `blp` can give (described in ERROR_RESPONSES)."""
+
+    def document(view):
+        for code in codes:
+            view = blp.alt_response(code, response=HTTPStatus(code).name)(view)
+        return view
+
+    return document
 
 
 def swagger_ui_asset(filename: str):

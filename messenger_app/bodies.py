@@ -96,6 +96,8 @@ def read_form(schema: Schema) -> dict:
                                         request.mimetype_params)
     except ValueError:
         abort(400, message=f"The body is not valid {request.mimetype}.")
+    if None in values or None in files:  # a part whose name werkzeug can't read (a bare CR)
+        abort(400, message=f"The body is not valid {request.mimetype}.")
     form: MultiDict[str, Any] = MultiDict(values)
     for name, upload in files.items(multi=True):
         form.add(name, upload)

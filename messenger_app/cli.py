@@ -1,16 +1,16 @@
 """The `flask --app wsgi` commands: `api-key create|list|revoke`, `idempotency purge`,
-`import-mongo FILE`, `export FILE`, `partitions` and `retention --before DATE`.
-Registered on the app as blueprints (`commands`)."""
+`events purge`, `import-mongo FILE`, `export FILE`, `partitions` and `retention --before
+DATE`. Registered on the app as blueprints (`commands`)."""
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 from flask import Blueprint, current_app
 from sqlalchemy import Engine, select
 
-from . import idempotency, partitions, transfer
+from . import idempotency, outbox, partitions, transfer
 from .config import session_url
 from .db import db, make_engine
 from .models import ApiKey, utcnow
@@ -18,8 +18,9 @@ from .models import ApiKey, utcnow
 api_keys = Blueprint("api_keys", __name__, cli_group="api-key")
 idempotency_keys = Blueprint("idempotency", __name__, cli_group="idempotency")
 transfers = Blueprint("transfer", __name__, cli_group=None)
+message_events = Blueprint("event_commands", __name__, cli_group="events")
 maintenance = Blueprint("maintenance", __name__, cli_group=None)
-commands = (api_keys, idempotency_keys, transfers, maintenance)
+commands = (api_keys, idempotency_keys, transfers, message_events, maintenance)
 
 
 @api_keys.cli.command("create")
@@ -81,6 +82,16 @@ def purge_idempotency_keys():
     with db.engine.begin() as connection:
         deleted = idempotency.purge_expired(connection)
     click.echo(f"Deleted {deleted} expired idempotency keys.")
+
+
+@message_events.cli.command("purge")
+def purge_events():
+    """Delete the live-updates events older than EVENTS_RETENTION_DAYS (each process also
+    does, hourly)."""
+    retention = timedelta(days=current_app.config["EVENTS_RETENTION_DAYS"])
+    with db.engine.begin() as connection:
+        deleted = outbox.purge(connection, utcnow() - retention)
+    click.echo(f"Deleted {deleted} events older than {retention.days} days.")
 
 
 @transfers.cli.command("import-mongo")
@@ -171,5 +182,11 @@ def retention_command(before, dry_run):
             total += removal.messages
             click.echo(f"{verb[0] if removal.dropped else verb[1]} {removal.partition}:"
                        f" {removal.messages} messages")
+        with engine.begin() as connection:  # the live-updates feed's, by the same rule
+            made_before = before.replace(tzinfo=UTC)
+            events = (outbox.count_before(connection, made_before) if dry_run
+                      else outbox.purge(connection, made_before))
+        if events:
+            click.echo(f"{verb[1]} message_events: {events} events")
     click.echo(f"{'Would remove' if dry_run else 'Removed'} {total} messages made before"
                f" {before:%Y-%m-%d}.")

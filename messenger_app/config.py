@@ -59,6 +59,14 @@ def from_environment(environ: Mapping[str, str]) -> dict:
         "IDEMPOTENCY_TTL_SECONDS": int(environ.get("IDEMPOTENCY_TTL_SECONDS", str(24 * 3600))),
         "IDEMPOTENCY_STALE_SECONDS": int(environ.get("IDEMPOTENCY_STALE_SECONDS", "60")),
 
+        # Live updates (GET /ux/common/messenger/sms/events/): events are kept this many days,
+        # then purged (an older cursor is a 410); a stream sends a comment after this many
+        # seconds without an event (proxies close idle connections), and is dropped when it
+        # could not write for the last (a client that stops reading resumes later).
+        "EVENTS_RETENTION_DAYS": float(environ.get("EVENTS_RETENTION_DAYS", "7")),
+        "EVENTS_HEARTBEAT_SECONDS": float(environ.get("EVENTS_HEARTBEAT_SECONDS", "15")),
+        "EVENTS_WRITE_TIMEOUT_SECONDS": float(environ.get("EVENTS_WRITE_TIMEOUT_SECONDS", "30")),
+
         # Browser origins allowed to call the API (comma-separated; "*" for any; none by
         # default: CORS is off until configured).
         "CORS_ORIGINS": [origin.strip() for origin in environ.get("CORS_ORIGINS", "").split(",")

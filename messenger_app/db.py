@@ -40,6 +40,10 @@ class Database:
 
         app.extensions["database"] = request_engine(config["DATABASE_URL"],
                                                     config["DATABASE_CONNECT_TIMEOUT"])
+        # The live-updates feed (live.py) reads on a pool of its own: streams that resume
+        # from far back all at once wait for one another, not for the requests' connections.
+        app.extensions["feed_database"] = request_engine(config["DATABASE_URL"],
+                                                         config["DATABASE_CONNECT_TIMEOUT"])
         # A replica's trouble must cost a request little: it is given up on sooner.
         replica_timeout = min(config["DATABASE_CONNECT_TIMEOUT"], 1)
         app.extensions["replicas"] = Replicas(
@@ -159,6 +163,14 @@ class Database:
         once the request is over (a streamed list): teardown no longer closes it; the
         caller does."""
         return g.pop("db_read_connection") if "db_read_connection" in g else g.pop("db_connection")
+
+    @staticmethod
+    def release() -> None:
+        """Give the request's connection back to the pool now: the request is about to wait
+        (`connection()` takes one again)."""
+        owned = g.pop("db_connection", None)
+        if owned is not None:
+            owned.close()
 
     @property
     def session(self) -> Session:

@@ -5,12 +5,12 @@ import os
 import threading
 import time
 from select import select as select_fds
-from typing import Any
 
 import psycopg
-from sqlalchemy import Row, bindparam, make_url, select
+from sqlalchemy import Row, bindparam, select
 
 from .db import db
+from .listening import can_listen, listen
 from .models import ApiKey
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,6 @@ class KeyCache:
 
     CHANNEL = "api_keys_changed"
     RETRY_SECONDS = 5.0
-    # libpq: notice a dead peer of the idle listening connection within seconds, and give
-    # up on data the network no longer acknowledges (the LISTEN of a reconnection).
-    LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
-                "keepalives_count": 3, "tcp_user_timeout": 5000}
 
     def __init__(self, max_age: float, listen_url: str | None, connect_timeout: int) -> None:
         self.max_age = max_age
@@ -73,18 +69,12 @@ class KeyCache:
         """Whether this process is listening; (re)connects now and then if not."""
         if self.listener is not None and self.pid == os.getpid():
             return True
-        if self.listen_url is None or time.monotonic() < self.next_attempt:
+        if not can_listen(self.listen_url) or time.monotonic() < self.next_attempt:
             return False
-        url = make_url(self.listen_url)
-        if url.get_backend_name() != "postgresql":
-            return False
+        assert self.listen_url is not None
         self.next_attempt = time.monotonic() + self.RETRY_SECONDS
         try:
-            url = url.set(drivername="postgresql")
-            listener = psycopg.connect(url.render_as_string(hide_password=False),
-                                       autocommit=True, connect_timeout=self.connect_timeout,
-                                       **self.LIVENESS)
-            listener.execute(f"LISTEN {self.CHANNEL}")
+            listener = listen(self.listen_url, self.CHANNEL, self.connect_timeout)
         except Exception:  # noqa: BLE001 - no cache until the database answers again
             log.warning("Can't listen for API key changes; keys are looked up each time.",
                         exc_info=True)

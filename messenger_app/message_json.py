@@ -126,6 +126,22 @@ def encode(message: dict[str, Any]) -> dict[str, Any]:
     return rendered
 
 
+def stored_json(message: dict[str, Any]) -> str:
+    """The `MessageJSON` text of a complete message held in Python (`new_message`'s): what
+    the database renders for it once stored (`decode` reads both alike)."""
+    scalars = [message[name] for name in SCALAR_FIELDS]
+    for n, name in enumerate(SCALAR_FIELDS):
+        if name in DATE_TIME_FIELDS and scalars[n] is not None:
+            scalars[n] = scalars[n].astimezone(UTC).replace(tzinfo=None).isoformat()
+    key_value_rows = [
+        [channel, item["keys"], item["values"], item["queryparam"]]
+        for channel, field in sorted(CHANNEL_FIELDS.items())
+        for item in (message[field] if field == "message_read_map"
+                     else [] if message[field] is None else [message[field]])]
+    return orjson.dumps([*scalars, message["attachment_ids"] or None,
+                         key_value_rows or None]).decode()
+
+
 def format_date_time(value: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, in UTC (a naive value is UTC)."""
     if value.tzinfo is not None:

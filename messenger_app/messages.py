@@ -9,7 +9,6 @@ import binascii
 import json
 import re
 from collections.abc import Generator
-from http import HTTPStatus
 from itertools import chain
 from typing import NoReturn
 from urllib.parse import urlencode
@@ -23,7 +22,7 @@ from marshmallow import fields as ma_fields
 from werkzeug.routing import BaseConverter
 
 from . import queries
-from .api import abort
+from .api import abort, documented_errors
 from .auth import authenticate, current_key, key_scope, require_organization_access
 from .bodies import FORM_TYPES, BodyParser
 from .db import db
@@ -131,14 +130,8 @@ def message_body(view):
 
 
 def errors(*codes: int):
-    """Document the errors an operation can give (described in openapi.ERROR_RESPONSES)."""
-
-    def document(view):
-        for code in codes:
-            view = blp.alt_response(code, response=HTTPStatus(code).name)(view)
-        return view
-
-    return document
+    """Document the errors an operation can give (described in api.ERROR_RESPONSES)."""
+    return documented_errors(blp, *codes)
 
 
 @blp.after_request
@@ -407,9 +400,10 @@ def decode_cursor(cursor: str) -> str:
     abort(422, errors={"query": {"cursor": ["Not a cursor from a Link header, nor `*`."]}})
 
 
-def link_header(pages: dict[str, dict]) -> str:
-    """RFC 8288 links to this list with some query parameters replaced, by relation."""
-    base = public_url("sms.Messages")
+def link_header(pages: dict[str, dict], endpoint: str = "sms.Messages") -> str:
+    """RFC 8288 links to this list (of `endpoint`) with some query parameters replaced, by
+    relation."""
+    base = public_url(endpoint)
     links = []
     for rel, replaced in pages.items():
         params = [(k, v) for k, v in request.args.items(multi=True) if k not in replaced]

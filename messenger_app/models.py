@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -376,8 +377,54 @@ class IdempotencyKey(Base):
     )
 
 
+class MessageEvent(Base):
+    """One change to a message, written in the change's own transaction (an outbox): the
+    live-updates feed (messenger_app/live.py) reads them in (xid, seq) order."""
+
+    __tablename__ = "message_events"
+
+    # On SQLite an INTEGER primary key is the rowid; AUTOINCREMENT never reuses one, so a
+    # purge that empties the table can't make new events sort before old cursors.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), Identity(), primary_key=True,
+        comment="Order within a transaction (a sequence: assigned at insert, not at commit).",
+    )
+    xid: Mapped[int] = mapped_column(
+        BigInteger,
+        comment="PostgreSQL: the writing transaction's id (pg_current_xact_id()); readers "
+                "take only events of transactions below every running one, so that a "
+                "later commit can never sort before an event already read. SQLite: 0.",
+    )
+    kind: Mapped[str] = mapped_column(String(7), comment="created, updated or deleted.")
+    message_id: Mapped[str] = mapped_column(String(24), comment="The message (messages.id).")
+    organization: Mapped[str | None] = mapped_column(
+        Text, comment="The message's organization after the change (deleted: before it).",
+    )
+    previous_organization: Mapped[str | None] = mapped_column(
+        Text, comment="The message's organization before the change (created: as organization); "
+                      "differs when an update moved it to another organization.",
+    )
+    message: Mapped[str | None] = mapped_column(
+        Text, comment="The message after the change, as message_json renders it (one JSON "
+                      "array); null for deleted.",
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=text("CURRENT_TIMESTAMP"),
+        comment="When the event was written (UTC); purged EVENTS_RETENTION_DAYS later.",
+    )
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('created', 'updated', 'deleted')", name="kind"),
+        Index("ix_message_events_xid_seq", "xid", "seq", unique=True),
+        {"comment": "Changes to messages, for the live-updates feed "
+                    "(/ux/common/messenger/sms/events/); kept EVENTS_RETENTION_DAYS.",
+         "sqlite_autoincrement": True},
+    )
+
+
 # The tables, as Core sees them (queries and message_json build statements on these).
 messages = cast(Table, Message.__table__)
 attachments = cast(Table, Attachment.__table__)
 key_values = cast(Table, KeyValue.__table__)
 idempotency_keys = cast(Table, IdempotencyKey.__table__)
+message_events = cast(Table, MessageEvent.__table__)

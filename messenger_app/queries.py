@@ -2,10 +2,13 @@
 JSON value (message_json), its attachment ids and key/value objects aggregated by
 correlated subqueries. A write is one statement where it can be, atomic on its own; where
 it can't, its statements run on `db.atomic()`, so they commit together with the rest of
-the request's write (db.Database.write). Nothing here commits."""
+the request's write (db.Database.write). Every write through the API also writes its event
+(outbox.py) in the same transaction: on PostgreSQL in the same statement (a data-modifying
+CTE), on SQLite as one more statement. Nothing here commits."""
 import operator
-from collections.abc import Generator, Iterable, Sequence
-from functools import cache
+from collections.abc import Callable, Generator, Iterable, Sequence
+from datetime import datetime
+from functools import cache, lru_cache
 from itertools import chain
 from typing import NamedTuple, cast
 
@@ -14,6 +17,7 @@ import psycopg
 from sqlalchemy import (
     Connection,
     Select,
+    Text,
     bindparam,
     delete,
     func,
@@ -25,8 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
+from . import outbox
 from .db import db
-from .message_json import SCALAR_FIELDS, MessageJSON, decode
+from .message_json import SCALAR_FIELDS, MessageJSON, decode, format_date_time, stored_json
 from .models import CHANNEL_FIELDS, attachments, key_values, messages
 
 m = messages.alias("m")
@@ -56,6 +61,21 @@ def filtered(statement, table, filters: dict):
         name, _, comparison = param.partition("__")
         statement = statement.where(COMPARISONS[comparison](table.c[name], value))
     return statement
+
+
+def matcher(filters: dict) -> Callable[[dict], bool]:
+    """`filtered`'s filters, as a test of a message's JSON object (an event's, say)."""
+    tests = []
+    for param, value in filters.items():
+        name, _, comparison = param.partition("__")
+        wanted = format_date_time(value) if isinstance(value, datetime) else value
+        tests.append((name, COMPARISONS[comparison], wanted))
+
+    def matches(message: dict) -> bool:
+        return all(message[name] is not None and compare(message[name], wanted)
+                   for name, compare, wanted in tests)
+
+    return matches
 
 
 def ordered(statement, table, terms: Iterable[tuple[str, bool]]):
@@ -249,22 +269,71 @@ def with_versions(statement, guarded: bool):
     return statement.where(messages.c.row_version.in_(bindparam("versions", expanding=True)))
 
 
+OLD = messages.alias("old")
+# PostgreSQL: a subquery in RETURNING reads the statement's snapshot: the row before the
+# UPDATE. (SQLite's reads the row after it: there, the write reads it first.)
+ORGANIZATION_BEFORE = (select(OLD.c.organization).where(OLD.c.id == messages.c.id)
+                       .scalar_subquery())
+# SQLite: the message's organization before an update that may move it, read by a write
+# that changes nothing, so that the write lock is held from here to the commit.
+READ_ORGANIZATION_LOCKED = (update(messages).where(messages.c.id == bindparam("message_id"))
+                            .values(organization=messages.c.organization)
+                            .returning(messages.c.organization))
+
+
 @cache
-def update_statement(scoped: bool, guarded: bool, return_message: bool):
+def update_statement(scoped: bool, guarded: bool, return_message: bool, moves: bool = False):
     """UPDATE messages SET <the parameters' columns>, row_version + 1 WHERE id = :message_id
-    [AND scope] [AND row_version IN :versions], returning the message or only its id."""
+    [AND scope] [AND row_version IN :versions], returning the message (or only its id), its
+    organization, and (`moves`, PostgreSQL) its organization before."""
     statement = update(messages).where(messages.c.id == bindparam("message_id"))
     statement = with_versions(with_scope(statement, messages, scoped), guarded)
     statement = statement.values(row_version=messages.c.row_version + 1)
+    before = ORGANIZATION_BEFORE if moves else messages.c.organization
+    returned = [messages.c.id, messages.c.organization,
+                before.label("previous_organization")]
     if return_message:
-        return statement.returning(MessageJSON(messages), messages.c.row_version)
-    return statement.returning(messages.c.id)
+        returned = [MessageJSON(messages).label("message"), messages.c.row_version, *returned]
+    return statement.returning(*returned)
+
+
+@lru_cache(maxsize=1024)
+def update_with_event(scoped: bool, guarded: bool, moves: bool,
+                      columns: tuple[str, ...]) -> Select:
+    """PostgreSQL: `update_statement`'s UPDATE and its event, one statement. An UPDATE in a
+    CTE takes its SET columns from no execution's parameters: they are named here,
+    `set_<column>`, and so built once per set of columns a client updates."""
+    values = {name: bindparam(f"set_{name}", type_=messages.c[name].type) for name in columns}
+    changed = update_statement(scoped, guarded, True, moves).values(values).cte("changed")
+    event = outbox.insert_from("postgresql", changed, "updated").cte("event")
+    return select(changed.c.message, changed.c.row_version).add_cte(event)
+
+
+@cache
+def snapshot_with_event() -> Select:
+    """PostgreSQL: the message :message_id as it is now, and its event (moved from
+    :previous_organization), one statement."""
+    now = select(MessageJSON(m).label("message"), m.c.row_version, m.c.id, m.c.organization,
+                 bindparam("previous_organization", type_=Text).label("previous_organization"),
+                 ).where(m.c.id == bindparam("message_id")).cte("now")
+    event = outbox.insert_from("postgresql", now, "updated").cte("event")
+    return select(now.c.message, now.c.row_version).add_cte(event)
 
 
 @cache
 def delete_statement(scoped: bool, guarded: bool):
     statement = delete(messages).where(messages.c.id == bindparam("message_id"))
-    return with_versions(with_scope(statement, messages, scoped), guarded)
+    statement = with_versions(with_scope(statement, messages, scoped), guarded)
+    return statement.returning(messages.c.id, messages.c.organization,
+                               messages.c.organization.label("previous_organization"))
+
+
+@cache
+def delete_with_event(scoped: bool, guarded: bool) -> Select:
+    """PostgreSQL: the DELETE and its event, one statement."""
+    gone = delete_statement(scoped, guarded).cte("gone")
+    event = outbox.insert_from("postgresql", gone, "deleted").cte("event")
+    return select(gone.c.id).add_cte(event)
 
 
 def replace_children(connection: Connection, message_id: str, fields: dict,
@@ -310,7 +379,8 @@ def key_value_items(value) -> list:
 
 # PostgreSQL inserts a message with its children in one statement (data-modifying CTEs).
 INSERT_MESSAGE_POSTGRESQL = text(
-    "WITH m AS (INSERT INTO messages ({columns}) VALUES ({values}) RETURNING id),"
+    "WITH m AS (INSERT INTO messages ({columns}) VALUES ({values}) RETURNING id, organization),"
+    " e AS ({event}),"
     " a AS (INSERT INTO message_attachments (message_id, ordinal, attachment_id)"
     " SELECT m.id, ordinality - 1, value"
     " FROM m, json_array_elements_text(CAST(:attachment_items AS json)) WITH ORDINALITY)"
@@ -318,7 +388,8 @@ INSERT_MESSAGE_POSTGRESQL = text(
     " (message_id, channel, ordinal, keys_text, values_text, queryparam)"
     " SELECT m.id, item->>0, CAST(item->>1 AS integer), item->>2, item->>3,"
     " CAST(item->>4 AS boolean) FROM m, json_array_elements(CAST(:key_value_items AS json)) item"
-    .format(columns=", ".join(SCALAR_FIELDS), values=", ".join(f":{n}" for n in SCALAR_FIELDS))
+    .format(columns=", ".join(SCALAR_FIELDS), values=", ".join(f":{n}" for n in SCALAR_FIELDS),
+            event=outbox.inserted_sql("postgresql"))
 ).bindparams(*(bindparam(name, type_=messages.c[name].type) for name in SCALAR_FIELDS))
 
 
@@ -329,11 +400,14 @@ def insert_message(message: dict) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(INSERT_MESSAGE_POSTGRESQL, {
             **row, "attachment_items": orjson.dumps(message["attachment_ids"]).decode(),
-            "key_value_items": orjson.dumps(key_value_rows(message)).decode()})
+            "key_value_items": orjson.dumps(key_value_rows(message)).decode(),
+            "event_message": stored_json(message)})
         return
     connection = db.atomic()
     connection.execute(INSERT_MESSAGE, row)
     replace_children(connection, message["id"], message, existing=False)
+    outbox.record(connection, "created", message["id"], message["organization"],
+                  message["organization"], stored_json(message))
 
 
 # Bulk loads insert only the messages whose id is not stored yet, and learn which went in.
@@ -369,28 +443,61 @@ def changes_children(fields: dict) -> bool:
 
 def update_message(message_id: str, fields: dict, organization: str | None,
                    versions: list[int] | None = None) -> tuple[dict, int] | None:
-    """Set the fields sent, in the request's write; return the message and its new
-    row_version, or None when there is no such message (or, given `versions`, its
+    """Set the fields sent, in the request's write, with its event; return the message and
+    its new row_version, or None when there is no such message (or, given `versions`, its
     row_version is none of them). The UPDATE comes first: it finds (and locks) the row
     before any child row changes."""
     params = {name: value for name, value in fields.items() if name in messages.c}
     params |= {"message_id": message_id, "scope": organization, "versions": versions}
-    children = changes_children(fields)
-    statement = update_statement(organization is not None, versions is not None, not children)
-    if not children:  # one UPDATE ... RETURNING the message
+    children, moves = changes_children(fields), "organization" in fields
+    scoped, guarded = organization is not None, versions is not None
+    postgresql = db.connection().dialect.name == "postgresql"
+    if postgresql and not children:  # one UPDATE ... RETURNING the message, and its event
+        columns = tuple(sorted(name for name in fields if name in messages.c))
+        statement = update_with_event(scoped, guarded, moves, columns)
+        params |= {f"set_{name}": params.pop(name) for name in columns}
         row = db.connection().execute(statement, params).first()
         return None if row is None else (decode(row[0]), row.row_version)
     connection = db.atomic()
-    if connection.execute(statement, params).first() is None:
+    before = None
+    if moves and not postgresql:
+        before = connection.execute(READ_ORGANIZATION_LOCKED, params).first()
+    statement = update_statement(scoped, guarded, not children, moves and postgresql)
+    row = connection.execute(statement, params).first()
+    if row is None:
         return None
-    replace_children(connection, message_id, fields, existing=True)
-    return read_message(connection, message_id, None)
+    previous = row.previous_organization if before is None else before[0]
+    if children:
+        replace_children(connection, message_id, fields, existing=True)
+        return snapshot(connection, message_id, previous)
+    outbox.record(connection, "updated", message_id, row.organization, previous, row.message)
+    return decode(row.message), row.row_version
+
+
+def snapshot(connection: Connection, message_id: str,
+             previous_organization: str | None) -> tuple[dict, int]:
+    """The message as it is now, with its row_version, and its `updated` event."""
+    params = {"message_id": message_id, "previous_organization": previous_organization}
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(snapshot_with_event(), params).one()
+    else:
+        row = connection.execute(read_message_statement(False), params).one()
+        outbox.record(connection, "updated", message_id, decode(row[0])["organization"],
+                      previous_organization, row[0])
+    return decode(row[0]), row.row_version
 
 
 def delete_message(message_id: str, organization: str | None,
                    versions: list[int] | None = None) -> bool:
-    """Delete a message (given `versions`, only at one of them), in the request's write; its
-    child rows go with it (ON DELETE CASCADE): one statement."""
-    statement = delete_statement(organization is not None, versions is not None)
+    """Delete a message (given `versions`, only at one of them), in the request's write,
+    with its event; its child rows go with it (ON DELETE CASCADE)."""
+    scoped, guarded = organization is not None, versions is not None
     params = {"message_id": message_id, "scope": organization, "versions": versions}
-    return db.connection().execute(statement, params).rowcount > 0
+    if db.connection().dialect.name == "postgresql":
+        statement = delete_with_event(scoped, guarded)
+        return db.connection().execute(statement, params).first() is not None
+    connection = db.atomic()
+    row = connection.execute(delete_statement(scoped, guarded), params).first()
+    if row is not None:
+        outbox.record(connection, "deleted", message_id, row.organization, row.organization)
+    return row is not None

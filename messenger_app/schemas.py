@@ -294,20 +294,28 @@ SCALAR_FILTER_FIELDS = tuple(
 )
 
 
-class MessageListArgsSchema(Schema.from_dict(  # type: ignore[misc]  # fields made below
+class FilterArgsSchema(Schema.from_dict(  # type: ignore[misc]  # fields made below
     {name: _query_field(name, f"Messages whose `{name}` is this value.")
      for name in SCALAR_FILTER_FIELDS}
     | {f"{name}__{op}": _query_field(name, f"Messages whose `{name}` is {sign} this value.")
        for name in RANGE_FILTER_FIELDS for op, sign in RANGE_OPERATORS.items()}
 )):
-    """Filters: `field=value` (exact), `field__gte|gt|lte|lt=value` (ranges); `ordering`;
-    page mode (`page`, `page_size`) or cursor mode (`cursor`, `page_size`). An empty value
-    means no filter, as in django-filter."""
+    """Filters: `field=value` (exact), `field__gte|gt|lte|lt=value` (ranges). An empty
+    value means no filter, as in django-filter."""
 
     class Meta:
         unknown = EXCLUDE
 
     EMPTY_IS_ABSENT = True  # drop_empty_values; the document says so (allowEmptyValue)
+
+    @pre_load
+    def drop_empty_values(self, data, **kwargs):
+        return {k: v for k, v in data.items() if v != ""}
+
+
+class MessageListArgsSchema(FilterArgsSchema):
+    """Filters; `ordering`; page mode (`page`, `page_size`) or cursor mode (`cursor`,
+    `page_size`)."""
 
     ordering = Ordering(metadata={"description": (
         "Comma-separated fields, `-` for descending (ties: by id). Default `id`: the order "
@@ -324,6 +332,5 @@ class MessageListArgsSchema(Schema.from_dict(  # type: ignore[misc]  # fields ma
         "`ordering=-id`; a client that follows `next` until it is absent sees every message "
         "that existed when it started exactly once, even while new ones are created.")})
 
-    @pre_load
-    def drop_empty_values(self, data, **kwargs):
-        return {k: v for k, v in data.items() if v != ""}
+
+FILTER_PARAMETERS = tuple(FilterArgsSchema._declared_fields)

@@ -98,6 +98,7 @@ def _empty_tables(request):
             connection.execute(text("DELETE FROM messages"))
             connection.execute(text("DELETE FROM api_keys"))
             connection.execute(text("DELETE FROM idempotency_keys"))
+            connection.execute(text("DELETE FROM message_events"))
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ keys, messages, real HTTP and servers, and faults to inject. Test modules import
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -27,6 +28,7 @@ POSTGRES_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/messenger_test"
 )
 SMS = "/ux/common/messenger/sms/"
+EVENTS = "/ux/common/messenger/sms/events/"
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"  # no server
 
 
@@ -80,11 +82,14 @@ def migrated_database(backend: str, tmp_path_factory, name: str) -> str:
 
 def dispose_app(app: Flask) -> None:
     """Close every connection `app` holds open: its engine's pool and, on PostgreSQL, the
-    API key cache's LISTEN connection, its replicas' (whose checks it stops). Left to garbage
+    API key cache's LISTEN connection, its replicas' (whose checks it stops), its live-updates
+    feed (whose streams end). Left to garbage
     collection they close whenever it runs, in the middle of a later test (moving the pool
     gauges of /metrics, say). The one place that knows what an app holds; safe to call more
     than once."""
+    app.extensions["live_feed"].stop()
     app.extensions["database"].dispose()
+    app.extensions["feed_database"].dispose()
     app.extensions["replicas"].close()
     cache = app.extensions.get("api_key_cache")
     listener = getattr(cache, "listener", None)
@@ -160,6 +165,40 @@ def row_counts(app) -> tuple[int, int, int]:
         )
 
 
+def feed(client, headers, query: str = "") -> list[dict]:
+    """The live-updates feed's JSON page (`query`: its query string)."""
+    response = client.get(f"{EVENTS}?{query}", headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def read_server_sent_events(lines, count: int) -> list[dict]:
+    """The next `count` events (`{"id", "event", "data"}`) from `lines`, an iterator over a
+    stream's text lines (comments and `retry:` are skipped)."""
+    found: list[dict] = []
+    event: dict = {}
+    for line in lines:
+        if not line:
+            if event:
+                found.append(event)
+                event = {}
+            if len(found) == count:
+                return found
+        elif not line.startswith((":", "retry:")):
+            field, _, value = line.partition(": ")
+            event[field] = json.loads(value) if field == "data" else value
+    raise AssertionError(f"the stream ended after {found}")
+
+
+def stream_lines(response):
+    """The text lines of a streamed Flask test client response."""
+    pending = ""
+    for chunk in response.response:
+        pending += chunk.decode()
+        *lines, pending = pending.split("\n")
+        yield from lines
+
+
 # --- Real HTTP and servers --------------------------------------------------------------
 
 def http(method: str, target: str, headers: dict, body=None) -> tuple[int, dict, bytes]:
@@ -213,6 +252,17 @@ def wait_until_serving(base: str, server: subprocess.Popen) -> None:
         except OSError:
             assert time.monotonic() < deadline and server.poll() is None, "gunicorn didn't start"
             time.sleep(0.1)
+
+
+def chromium() -> str:
+    """Headless Chromium's path; skip (on CI, fail) without it."""
+    path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 # --- Faults -----------------------------------------------------------------------------

@@ -2,13 +2,10 @@
 with no internet access. A real browser (headless Chromium) renders them from a running
 gunicorn, with every host name but 127.0.0.1 unresolvable, and leaves a screenshot in
 build/ (a CI artifact)."""
-import os
 import re
-import shutil
 import subprocess
 
-import pytest
-
+from helpers import chromium
 from messenger_app.config import PROJECT_ROOT
 
 SCREENSHOT = PROJECT_ROOT / "build" / "docs.png"
@@ -29,16 +26,6 @@ def test_the_docs_page_loads_everything_from_the_service(client):
         assert response.status_code == 200 and len(response.data) > 10_000, asset
         assert response.content_type.startswith(("text/css", "text/javascript")), asset
     assert client.get("/docs/assets/../__init__.py").status_code == 404
-
-
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def test_a_browser_shows_the_sms_operations_with_no_internet(service, tmp_path):

@@ -11,17 +11,19 @@ PROJECT = Path(__file__).resolve().parent.parent
 PACKAGE = PROJECT / "messenger_app"
 
 # Modules below the HTTP layer: they know nothing of requests, responses or the API.
-DATA_LAYER = {"config", "models", "db", "replicas", "message_json", "queries", "partitions"}
+DATA_LAYER = {"config", "models", "db", "replicas", "message_json", "outbox", "queries",
+              "partitions"}
 HTTP_PACKAGES = {"flask_smorest", "werkzeug", "webargs", "flask_cors", "gunicorn", "marshmallow"}
 # Each data-layer module may import only these of the package's (a one-way graph:
-# views -> queries -> message_json -> models, and db -> replicas).
+# views -> queries -> outbox -> message_json -> models, and db -> replicas).
 ALLOWED_IMPORTS = {
     "config": set(),
     "models": set(),
     "db": {"replicas"},
     "replicas": set(),
     "message_json": {"models"},
-    "queries": {"db", "message_json", "models"},
+    "outbox": {"message_json", "models"},
+    "queries": {"db", "message_json", "models", "outbox"},
     "partitions": set(),
 }
 

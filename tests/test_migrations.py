@@ -27,7 +27,7 @@ from messenger_app.models import Base
 from messenger_app.partitions import include_name, include_object, is_partition
 
 TABLES = {"messages", "message_attachments", "message_key_values", "api_keys",
-          "idempotency_keys"}
+          "idempotency_keys", "message_events"}
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ and compared with its documentation), and the original API doc's examples."""
 import json
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from openapi_spec_validator import validate
 
-from helpers import CLOSED_PORT_URL, SMS, create
-from messenger_app import queries
+from helpers import CLOSED_PORT_URL, EVENTS, SMS, create
+from messenger_app import outbox, queries
+from messenger_app.db import db
 from messenger_app.config import PROJECT_ROOT
 
 # The original service's API doc: a verbatim copy of ../shared/seed/000_199ded8510212ab4.txt,
@@ -25,6 +27,7 @@ ERRORS = {
     "update_message": {400, 401, 403, 404, 409, 412, 413, 415, 422, 503},
     "partial_update_message": {400, 401, 403, 404, 409, 412, 413, 415, 422, 503},
     "delete_message": {401, 404, 409, 412, 422, 503},
+    "list_events": {401, 410, 422, 503},
 }
 WRITES = {"POST": "insert_message", "PUT": "update_message", "PATCH": "update_message",
           "DELETE": "delete_message"}
@@ -108,6 +111,8 @@ def provoke(app, client, headers, method: str, path: str, code: int, monkeypatch
     target = path.replace("{message_id}", "0" * 24 if code == 404 else str(message_id))
     if code == 409:
         return repeat_while_running(app, method.upper(), target, headers, monkeypatch)
+    if code == 410:
+        return after_an_expired_cursor(app, client, headers, target)
     json_type = "application/json"
     request = {
         400: {"data": "{not json", "content_type": json_type},
@@ -126,6 +131,16 @@ def provoke(app, client, headers, method: str, path: str, code: int, monkeypatch
     if code == 503:
         client = make_app({"DATABASE_URL": CLOSED_PORT_URL}).test_client()
     return client.open(target, method=method.upper(), **{"headers": headers, **request})
+
+
+def after_an_expired_cursor(app, client, headers, target: str):
+    """The feed after an event that was purged (and a later one, kept)."""
+    create(client, headers)
+    create(client, headers)
+    expired = client.get(target, headers=headers).get_json()[0]["event_id"]
+    with app.app_context(), db.engine.begin() as connection:
+        outbox.purge(connection, datetime.now(UTC) + timedelta(days=1))
+    return client.get(target, query_string={"after": expired}, headers=headers)
 
 
 def repeat_while_running(app, method: str, target: str, headers: dict, monkeypatch):
@@ -243,6 +258,10 @@ def test_every_message_response_is_what_the_document_says(spec, client, acme):
         ("update_message", "200"): client.put(item, json={"api_data": {}},
                                               headers=acme).get_json(),
     }
+    client.delete(f"{SMS}{nulls.get_json()['id']}/", headers=acme)
+    answers["list_events", "200"] = client.get(EVENTS, headers=acme).get_json()
+    assert [event["event"] for event in answers["list_events", "200"]] == [
+        "created", "created", "updated", "updated", "deleted"]
     message = validator(spec, "Message")
 
     assert nulls.get_json()["sms_data"] is None and filled["sms_data"]["keys"] is None

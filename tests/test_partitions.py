@@ -329,3 +329,28 @@ def test_retention_gives_way_to_a_long_report_and_changes_nothing(partitioned, m
     assert counts == (1, 1, 1) and "messages_y2019m03" in partition_names(app)
     done = run(runner, "retention", "--before", "2019-04-01")
     assert done.exit_code == 0 and "messages_y2019m03" not in partition_names(app)
+
+
+def test_retention_removes_the_feeds_events_by_the_same_rule(store):
+    """Events of the live-updates feed made before the day go too (the newest event is
+    kept, so that the feed still tells an expired cursor from a current one)."""
+    backend, app, runner, admin, _load = store
+    with app.app_context(), db.engine.begin() as connection:
+        for n, made in enumerate(["2019-03-05", "2019-03-06", "2019-06-20"]):
+            connection.execute(text(
+                "INSERT INTO message_events (xid, kind, message_id, created_at) VALUES"
+                " (:xid, 'deleted', :id, :made)"),
+                {"xid": n if on_postgresql(backend) else 0, "id": f"{n:024x}",
+                 "made": datetime.fromisoformat(made).replace(tzinfo=UTC)})
+    app.test_client().post(SMS, json={}, headers=admin)
+
+    def events() -> int:
+        with app.app_context(), db.engine.connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM message_events"))
+
+    dry = run(runner, "retention", "--before", "2019-04-01", "--dry-run")
+    assert "would delete from message_events: 2 events" in dry.output and events() == 4
+    removed = run(runner, "retention", "--before", "2019-04-01")
+    assert "deleted from message_events: 2 events" in removed.output and events() == 2
+    again = run(runner, "retention", "--before", "2019-04-01")
+    assert "message_events" not in again.output and events() == 2
