@@ -187,6 +187,9 @@ class Database:
                 owned.close()  # back to the pool (a lost connection is discarded)
 
 
+POOL_SIZE = 15  # connections of a worker's pool
+
+
 def make_engine(url: str, connect_timeout: int | None = None,
                 statement_timeout_ms: int | None = None, pooled: bool = False,
                 **engine_options) -> Engine:
@@ -212,10 +215,15 @@ def make_engine(url: str, connect_timeout: int | None = None,
         if statement_timeout_ms:
             settings.append(f"-c statement_timeout={statement_timeout_ms}")
         connect_args["options"] = " ".join(settings)
-    # A request waits for a free connection of the pool no longer than for a new one (an
+    # Up to POOL_SIZE connections, kept once opened: a gevent worker serves many requests
+    # at once, and connections opened past a smaller pool for a burst and closed after it
+    # cost a PostgreSQL backend's start each (some 5% of a POST's time under the shared
+    # benchmark's load). A request waits for a free one no longer than for a new one (an
     # in-memory SQLite database has one connection a thread, and no pool to wait for).
     in_memory = make_url(url).database in (None, "", ":memory:")
-    pool = {"pool_timeout": connect_timeout} if connect_timeout and not in_memory else {}
+    pool: dict[str, int] = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": 0}
+    if connect_timeout and not in_memory:
+        pool["pool_timeout"] = connect_timeout
     engine = create_engine(url, connect_args=connect_args, **pool, **engine_options)
     if engine.dialect.name == "sqlite":
         if engine.url.database not in (None, "", ":memory:"):
