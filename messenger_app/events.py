@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from . import live, outbox, queries
 from .api import abort, documented_errors
-from .auth import authenticate, key_scope
+from .auth import authenticate, key_scope, secret_from_header
 from .db import db
 from .messages import json_response, link_header
 from .outbox import Position
@@ -34,6 +34,7 @@ def not_stored(response: Response) -> Response:
 CURSOR = re.compile("[0-9a-f]{32}")
 KINDS = ("created", "updated", "deleted")
 RETRY_MILLISECONDS = 2000  # how soon EventSource reconnects after a stream ends
+KEY_CHECK_SECONDS = 1.0  # a revoked key's streams end this long after, at the most
 HEARTBEAT = b": keep-alive\n\n"
 LAST_EVENT_ID = "Last-Event-ID"
 CURSOR_DESCRIPTION = "An event's `event_id` (the `id:` of a Server-Sent Event)"
@@ -144,14 +145,35 @@ def stream(feed: live.Feed, after: Position, filters: dict) -> Response:
         client.settimeout(config["EVENTS_WRITE_TIMEOUT_SECONDS"])
     deliveries = feed.follow(after, key_scope(), queries.matcher(filters),
                              config["EVENTS_HEARTBEAT_SECONDS"])
+    key_valid = key_check(request.headers.get("Authorization", ""))
 
     def lines():
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+        checked = monotonic()
         for batch in deliveries:  # one write for the events that came together
+            if monotonic() - checked >= KEY_CHECK_SECONDS:
+                if not key_valid():  # revoked: the client's reconnection gets a 401
+                    deliveries.close()
+                    return
+                checked = monotonic()
             yield b"".join(map(server_sent_event, batch)) if batch else HEARTBEAT
 
     return Response(lines(), mimetype="text/event-stream",
                     headers={"X-Accel-Buffering": "no"})
+
+
+def key_check(authorization: str):
+    """Whether the stream's key is still valid, asked after the request (the key cache
+    learns of a revocation at once on PostgreSQL; elsewhere it asks the database)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's app
+    secret = secret_from_header(authorization)
+
+    def key_valid() -> bool:
+        with app.app_context():
+            return secret is not None and (
+                app.extensions["api_key_cache"].lookup(secret) is not None)
+
+    return key_valid
 
 
 def server_sent_event(delivery: live.Delivery) -> bytes:

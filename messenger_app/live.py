@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import timedelta
 from functools import cached_property
 from typing import NamedTuple
@@ -243,7 +243,7 @@ class Feed:
     # --- Streams ------------------------------------------------------------------------
 
     def follow(self, after: Position, scope: str | None, matches: Callable[[dict], bool],
-               heartbeat: float) -> Iterator[list[Delivery]]:
+               heartbeat: float) -> Generator[list[Delivery], None, None]:
         """Every event after `after` that `scope`'s key sees and `matches` passes, in order,
         in lists of those that came together; an empty list after each `heartbeat` seconds
         without one. Ends when the feed stops."""

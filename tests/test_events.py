@@ -4,14 +4,15 @@ its event (and a rolled-back write, a replay or an import none), the JSON form (
 present), organization scoping, filters, cursors that are not the feed's (422) or too old
 (410). On PostgreSQL, writers that commit in the other order than they began. Real
 gunicorn streams are in test_live.py."""
+import itertools
 import threading
 
 import pytest
 from sqlalchemy import text
 
-from helpers import (EVENTS, SMS, create, feed, full_message, make_key, read_server_sent_events,
-                     stream_lines, url)
-from messenger_app import live, queries
+from helpers import (EVENTS, SMS, assert_refused_from_now_on, create, feed, full_message,
+                     make_key, read_server_sent_events, stream_lines, url)
+from messenger_app import events, live, queries
 from messenger_app.db import db
 from messenger_app.message_json import new_message
 from messenger_app.models import new_object_id, utcnow
@@ -219,6 +220,30 @@ def test_a_key_is_needed(client):
     response = client.get(EVENTS, headers={"Accept": "text/event-stream"})
 
     assert response.status_code == 401 and "WWW-Authenticate" in response.headers
+
+
+def test_a_revoked_keys_stream_ends_before_its_next_event(app, client, runner, acme,
+                                                          monkeypatch):
+    """Its reconnection then gets a 401: a revoked key follows no more changes."""
+    monkeypatch.setattr(events, "KEY_CHECK_SECONDS", 0)
+    monkeypatch.setitem(app.config, "EVENTS_HEARTBEAT_SECONDS", 0.05)
+    writer = make_key(app, "acme")
+    response, lines = sse(client, acme)
+    try:
+        create(client, writer)
+        assert len(read_server_sent_events(lines, 1)) == 1
+        secret = acme["Authorization"].split()[1]
+        assert runner.invoke(args=["api-key", "revoke", secret]).exit_code == 0
+        assert_refused_from_now_on(client, acme)
+        create(client, writer, {"ref_id": "after the revocation"})
+        rest = list(itertools.islice(lines, 200))  # a stream left open sends heartbeats
+    finally:
+        response.close()
+
+    assert len(rest) < 200  # it ended
+    assert not [line for line in rest if line.startswith(("id:", "event:", "data:"))]
+    assert client.get(EVENTS, headers={**acme, "Accept": "text/event-stream"}
+                      ).status_code == 401
 
 
 @pytest.mark.parametrize("where, name, request_args", [
