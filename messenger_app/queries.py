@@ -24,6 +24,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import sqlite
@@ -131,6 +132,34 @@ class Page(NamedTuple):
     messages: Generator[dict, None, None]  # read from the database as they are taken
 
 
+# Time columns: a range of one holds messages that crowd together in id order (the last
+# days' messages have the newest ids). For a page of them in id order, the planner walks
+# the id index, expecting them spread out, and reads every month before the range first
+# (1.8 s for a day of 10,000,000 messages). Where the range holds no more than
+# NARROW_LIMIT messages, they are read through its own index and sorted instead.
+CROWDING = {"creation_time", "last_update_time", "event_time"}
+NARROW_LIMIT = 50_000
+
+
+def page_ids(filters: dict, organization: str | None, terms: list[tuple[str, bool]],
+             page_size: int, offset: int):
+    """A page's ids (and sort keys), with one more to tell whether another page follows."""
+    columns = [messages.c.id, *(messages.c[name] for name in dict(terms) if name != "id")]
+
+    def page(statement, table):
+        return ordered(statement, table, terms).limit(page_size + 1).offset(offset)
+
+    walk = page(matching(columns, filters, organization), messages)
+    ranges = {param.partition("__")[0] for param in filters if "__" in param}
+    if terms[0][0] != "id" or not ranges & CROWDING:
+        return walk.subquery("chosen")
+    narrow = matching(columns, filters, organization).limit(NARROW_LIMIT + 1).cte(
+        "narrow").prefix_with("MATERIALIZED")
+    few = select(func.count()).select_from(narrow).scalar_subquery() <= NARROW_LIMIT
+    return union_all(select(page(select(narrow).where(few), narrow).subquery()),
+                     select(walk.where(~few).subquery())).subquery("chosen")
+
+
 def read_page(connection: Connection, filters: dict, organization: str | None,
               terms: list[tuple[str, bool]], page_size: int, offset: int = 0,
               count_limit: int | None = None) -> Page:
@@ -141,18 +170,7 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
     children aggregated: neither is done for the rows an OFFSET skips. The messages are
     read as they are taken, so a page of large ones is never whole in memory; nothing else
     may run on `connection` until they all have been."""
-    sort_keys = [messages.c[name] for name in dict(terms) if name != "id"]
-    chosen = ordered(matching([messages.c.id, *sort_keys], filters, organization), messages,
-                     terms).limit(page_size + 1).offset(offset).subquery("chosen")
-    last_id = func.nth_value(chosen.c.id, page_size).over(order_by=order_by(chosen, terms),
-                                                          rows=(None, None))
-    page = select(chosen, func.count().over().label("page_rows"), last_id.label("last_id"),
-                  ).subquery("page")
-    columns = [MessageJSON(m), page.c.page_rows, page.c.last_id]
-    if count_limit is not None:
-        columns.append(counted(filters, organization, count_limit).scalar_subquery())
-    statement = ordered(select(*columns).select_from(page.join(m, m.c.id == page.c.id)), page,
-                        terms)
+    statement = page_statement(filters, organization, terms, page_size, offset, count_limit)
     rows = stream_rows(connection, statement)
     first = next(rows, None)
     if first is None:
@@ -161,6 +179,21 @@ def read_page(connection: Connection, filters: dict, organization: str | None,
     return Page(min(first[1], page_size), more, first[2] if more else None,
                 first[3] if count_limit is not None else None,
                 page_messages(first, rows, page_size))
+
+
+def page_statement(filters: dict, organization: str | None, terms: list[tuple[str, bool]],
+                   page_size: int, offset: int, count_limit: int | None) -> Select:
+    """read_page's statement."""
+    chosen = page_ids(filters, organization, terms, page_size, offset)
+    last_id = func.nth_value(chosen.c.id, page_size).over(order_by=order_by(chosen, terms),
+                                                          rows=(None, None))
+    page = select(chosen, func.count().over().label("page_rows"), last_id.label("last_id"),
+                  ).subquery("page")
+    columns = [MessageJSON(m), page.c.page_rows, page.c.last_id]
+    if count_limit is not None:
+        columns.append(counted(filters, organization, count_limit).scalar_subquery())
+    return ordered(select(*columns).select_from(page.join(m, m.c.id == page.c.id)), page,
+                   terms)
 
 
 def read_page_and_count(connection: Connection, filters: dict, organization: str | None,

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from helpers import (SMS, alembic_config, fresh_database, make_key, migrated_database,
                      on_postgresql, row_counts, url)
-from messenger_app import partitions
+from messenger_app import partitions, queries
 from messenger_app.db import db
 from messenger_app.partitions import is_partition
 from messenger_app.queries import counted, read_message_statement
@@ -276,6 +276,56 @@ def test_reads_by_id_touch_only_the_partitions_their_ids_can_be_in(postgres_app)
     later = {f"messages_{month_suffix(in_two_months)}", "messages_default"}
     assert later <= set(re.findall(r"on (messages_\w+)", after)) <= later | {
         f"messages_{month_suffix((in_two_months + timedelta(days=32)).replace(day=1))}"}
+
+
+def plan_nodes(node: dict):
+    """The nodes of a JSON plan, but for InitPlans and CTEs (which run whatever the way)."""
+    yield node
+    for child in node.get("Plans", []):
+        if child.get("Parent Relationship") != "InitPlan":
+            yield from plan_nodes(child)
+
+
+def branches_run(app, statement) -> set[str]:
+    """Which of page_ids' two ways to a page ran: "narrow" (the range's rows, sorted) or
+    "walk" (the id index, in order), by EXPLAIN ANALYZE."""
+    with app.app_context(), db.engine.connect() as connection:
+        sql = str(statement.compile(dialect=connection.dialect,
+                                    compile_kwargs={"literal_binds": True}))
+        tree = connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql).scalar_one()[0]["Plan"]
+    ran = set()
+    for node in plan_nodes(tree):
+        if node["Actual Loops"] and node["Node Type"] == "CTE Scan":
+            ran.add("narrow")
+        elif node["Actual Loops"] and node.get("Alias", "").startswith("messages"):
+            ran.add("walk")  # (the page's rows are read as `m`)
+    return ran
+
+
+@pytest.mark.parametrize("narrow_limit, way", [(queries.NARROW_LIMIT, "narrow"), (2, "walk")])
+def test_a_time_range_in_id_order_reads_few_rows_through_its_index(postgres_app, monkeypatch,
+                                                                   narrow_limit, way):
+    """A day's messages, in the default order (by id): read through the creation_time index
+    and sorted while the day holds no more than NARROW_LIMIT, through the id index past
+    that; the same page either way."""
+    monkeypatch.setattr(queries, "NARROW_LIMIT", narrow_limit)
+    day = datetime(2001, 1, 1 + narrow_limit % 28, tzinfo=UTC)
+    key = make_key(postgres_app, None)
+    client = postgres_app.test_client()
+    made = sorted(client.post(SMS, headers=key, json={
+        "organization": "acme", "creation_time": f"{day:%Y-%m-%d}T0{hour}:00:00Z"}
+    ).get_json()["id"] for hour in (3, 1, 2))
+    filters = {"creation_time__gte": day, "creation_time__lt": day + timedelta(days=1)}
+
+    page = client.get(SMS, headers=key, query_string={
+        "creation_time__gte": f"{day:%Y-%m-%d}T00:00:00Z",
+        "creation_time__lt": f"{day + timedelta(days=1):%Y-%m-%d}T00:00:00Z"}).get_json()
+    ran = branches_run(postgres_app, queries.page_statement(
+        filters, None, [("id", False)], 100, 0, None))
+
+    assert [message["id"] for message in page] == made
+    assert ran == {way}
 
 
 def test_retention_drops_a_month_while_messages_are_written(partitioned):
