@@ -13,7 +13,7 @@ from .api import Api
 from .config import Config, derived_limits, from_environment, session_url
 from .db import db
 from .key_cache import KeyCache
-from .live import Feed
+from .live import Feed, Notifier
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -38,6 +38,8 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.extensions["live_feed"] = Feed(app.extensions["feed_database"], session_url(app.config),
                                        app.config["DATABASE_CONNECT_TIMEOUT"],
                                        app.config["EVENTS_RETENTION_DAYS"])
+    app.extensions["live_notifier"] = Notifier(session_url(app.config),
+                                               app.config["DATABASE_CONNECT_TIMEOUT"])
     app.url_map.converters["objectid"] = messages.ObjectIdConverter
     api = Api(app)
     api.register_converter(messages.ObjectIdConverter, lambda _: messages.OBJECT_ID_PARAMETER)

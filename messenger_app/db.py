@@ -78,6 +78,7 @@ class Database:
             yield
             if g.db_write is not None:
                 g.db_write.commit()
+            current_app.extensions["live_notifier"].written()  # (live.py's feeds)
         finally:
             transaction = g.pop("db_write")
             if transaction is not None:

@@ -1,6 +1,7 @@
 """LISTEN connections: a process's own sessions on PostgreSQL itself (LISTEN needs one: a
 transaction pooler hands each transaction another server connection), for NOTIFY. Used by
-the API key cache (key_cache.py) and the live-updates feed (live.py)."""
+the API key cache (key_cache.py) and the live-updates feed (live.py), whose notifier sends
+its NOTIFY on one too."""
 from typing import Any
 
 import psycopg
@@ -17,12 +18,18 @@ def can_listen(url: str | None) -> bool:
     return url is not None and make_url(url).get_backend_name() == "postgresql"
 
 
+def connect(url: str, connect_timeout: int, **options: Any) -> psycopg.Connection:
+    """A new autocommit connection of the process's own to `url` (psycopg.Error if the
+    database can't be reached)."""
+    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(libpq_url, autocommit=True, connect_timeout=connect_timeout,
+                           **LIVENESS, **options)
+
+
 def listen(url: str, channel: str, connect_timeout: int) -> psycopg.Connection:
     """A new autocommit connection to `url`, LISTENing on `channel` (psycopg.Error if the
     database can't be reached)."""
-    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    listener = psycopg.connect(libpq_url, autocommit=True, connect_timeout=connect_timeout,
-                               **LIVENESS)
+    listener = connect(url, connect_timeout)
     try:
         listener.execute(f"LISTEN {channel}")
     except psycopg.Error:

@@ -1,7 +1,8 @@
 """Live updates: each process's one reader of the outbox (outbox.py), and the streams it
 wakes. The reader, `Feed`, runs in a thread (a greenlet under gunicorn's gevent workers):
-woken by PostgreSQL's NOTIFY `message_events` (sent by a trigger at each commit that wrote
-events; its LISTEN connection is the process's own, as for key changes) or, on SQLite or
+woken by PostgreSQL's NOTIFY `message_events` (sent by the writing process's `Notifier` just
+after each write commits; its LISTEN connection is the process's own, as for key changes) or,
+on SQLite or
 through a transaction pooler without DATABASE_SESSION_URL, every POLL_SECONDS. It reads the
 new events with one statement, on a connection of the pool that it gives back at once,
 keeps the latest in memory, and wakes the streams that may see them (those of the
@@ -25,7 +26,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
 from . import outbox
-from .listening import can_listen, listen
+from .listening import can_listen, connect, listen
 from .message_json import decode
 from .models import utcnow
 from .outbox import Position
@@ -276,3 +277,64 @@ class Feed:
         """Until events are added after `changed` was taken (self.signal), or `timeout`."""
         self.start()
         changed.wait(timeout)
+
+
+class Notifier:
+    """Tells every process's feed that a write of this one committed events: NOTIFY
+    `message_events`, after the commit rather than in the write's transaction (a NOTIFY in
+    a transaction takes, at its commit, a server-wide lock held until the commit is flushed:
+    every writing transaction would wait for the others' flushes). It is sent by a thread of
+    its own on a connection of its own, which flushes nothing (synchronous_commit off: a
+    wake-up lost in a crash costs a feed CHECK_SECONDS, not an event), one at a time: a
+    NOTIFY covers every write committed before it went. None on SQLite, or through a
+    transaction pooler without DATABASE_SESSION_URL (the feeds poll)."""
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, url: str | None, connect_timeout: int) -> None:
+        self.url = url if can_listen(url) else None
+        self.connect_timeout = connect_timeout
+        self.pending = threading.Event()
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.stopping = False
+
+    def written(self) -> None:
+        """A write committed events (its request's db.write ended)."""
+        if self.url is None:
+            return
+        with self.lock:
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="live-updates-notifier",
+                                 daemon=True).start()
+        self.pending.set()
+
+    def stop(self) -> None:
+        """Close the connection and end the thread (an app disposed of)."""
+        self.stopping = True
+        self.pending.set()
+
+    def _run(self) -> None:
+        assert self.url is not None
+        connection: psycopg.Connection | None = None
+        while True:
+            self.pending.wait()
+            self.pending.clear()
+            if self.stopping:
+                if connection is not None:
+                    connection.close()
+                return
+            try:
+                if connection is None:
+                    connection = connect(self.url, self.connect_timeout,
+                                         options="-c synchronous_commit=off")
+                connection.execute(f"NOTIFY {CHANNEL}")
+            except psycopg.Error:
+                log.warning("Live updates: can't NOTIFY; the feeds find the events within "
+                            "%s s.", Feed.CHECK_SECONDS, exc_info=True)
+                if connection is not None:
+                    connection.close()
+                connection = None
+                time.sleep(self.RETRY_SECONDS)
+

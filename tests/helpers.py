@@ -88,6 +88,7 @@ def dispose_app(app: Flask) -> None:
     gauges of /metrics, say). The one place that knows what an app holds; safe to call more
     than once."""
     app.extensions["live_feed"].stop()
+    app.extensions["live_notifier"].stop()
     app.extensions["database"].dispose()
     app.extensions["feed_database"].dispose()
     app.extensions["replicas"].close()

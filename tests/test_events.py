@@ -14,6 +14,7 @@ from helpers import (EVENTS, SMS, assert_refused_from_now_on, create, feed, full
                      make_key, read_server_sent_events, stream_lines, url)
 from messenger_app import events, live, queries
 from messenger_app.db import db
+from messenger_app.listening import listen
 from messenger_app.message_json import new_message
 from messenger_app.models import new_object_id, utcnow
 
@@ -290,6 +291,19 @@ def test_the_feed_is_kept_for_the_retention_days(app, client, runner, acme):
 
     assert runner.invoke(args=["events", "purge"]).output.startswith("Deleted 0 events")
     assert len(feed(client, acme)) == 1
+
+
+def test_a_write_notifies_the_feeds_after_it_commits(postgres_app):
+    """The NOTIFY that wakes every process's feed comes from the writing process, once the
+    write has committed (live.Notifier), not from the write's own transaction."""
+    listener = listen(postgres_app.config["DATABASE_URL"], live.CHANNEL, 5)
+    try:
+        create(postgres_app.test_client(), make_key(postgres_app, "acme"))
+        notified = [notice.channel for notice in listener.notifies(timeout=10, stop_after=1)]
+    finally:
+        listener.close()
+
+    assert notified == [live.CHANNEL]
 
 
 # --- Concurrent writers (PostgreSQL) -----------------------------------------------------
