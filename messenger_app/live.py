@@ -290,6 +290,7 @@ class Notifier:
     transaction pooler without DATABASE_SESSION_URL (the feeds poll)."""
 
     RETRY_SECONDS = 1.0
+    GATHER_SECONDS = 0.005  # at most one NOTIFY this often a process
 
     def __init__(self, url: str | None, connect_timeout: int) -> None:
         self.url = url if can_listen(url) else None
@@ -330,6 +331,7 @@ class Notifier:
                     connection = connect(self.url, self.connect_timeout,
                                          options="-c synchronous_commit=off")
                 connection.execute(f"NOTIFY {CHANNEL}")
+                time.sleep(self.GATHER_SECONDS)  # the writes meanwhile go out in the next
             except psycopg.Error:
                 log.warning("Live updates: can't NOTIFY; the feeds find the events within "
                             "%s s.", Feed.CHECK_SECONDS, exc_info=True)
