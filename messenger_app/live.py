@@ -156,6 +156,8 @@ class Feed:
         delay = None
         while not self.stopping:
             self._wait(delay)
+            if self.stopping:  # (woken by stop(): its database may be gone already)
+                return
             try:
                 held = self._read()
                 self._purge_now_and_then()

@@ -109,9 +109,9 @@ def snapshot_statement(dialect: str):
 
 def record(connection: Connection, kind: str, message_id: str, organization: str | None,
            previous_organization: str | None, message: str | None = None) -> None:
-    """INSERT one event from values (SQLite: its xid is 0)."""
-    connection.execute(insert(events), {
-        "xid": 0, "kind": kind, "message_id": message_id, "organization": organization,
+    """INSERT one event from values, in the transaction of `connection`."""
+    connection.execute(insert(events).values(xid=transaction_id(connection.dialect.name)), {
+        "kind": kind, "message_id": message_id, "organization": organization,
         "previous_organization": previous_organization, "message": message})
 
 

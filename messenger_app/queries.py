@@ -302,42 +302,41 @@ def with_versions(statement, guarded: bool):
     return statement.where(messages.c.row_version.in_(bindparam("versions", expanding=True)))
 
 
-OLD = messages.alias("old")
-# PostgreSQL: a subquery in RETURNING reads the statement's snapshot: the row before the
-# UPDATE. (SQLite's reads the row after it: there, the write reads it first.)
-ORGANIZATION_BEFORE = (select(OLD.c.organization).where(OLD.c.id == messages.c.id)
-                       .scalar_subquery())
-# SQLite: the message's organization before an update that may move it, read by a write
-# that changes nothing, so that the write lock is held from here to the commit.
+# The message's organization before an update that may move it, read by a write that
+# changes nothing: it waits for, and takes, the row's lock (SQLite: the database's), so
+# that a move committed meanwhile is the one it reads and the next waits for this one.
+# (Read in the UPDATE's own statement, PostgreSQL gives the organization of the
+# statement's snapshot: two moves at once would both name the first organization, and the
+# second's never hear its message left.)
 READ_ORGANIZATION_LOCKED = (update(messages).where(messages.c.id == bindparam("message_id"))
                             .values(organization=messages.c.organization)
                             .returning(messages.c.organization))
 
 
 @cache
-def update_statement(scoped: bool, guarded: bool, return_message: bool, moves: bool = False):
+def update_statement(scoped: bool, guarded: bool, return_message: bool):
     """UPDATE messages SET <the parameters' columns>, row_version + 1 WHERE id = :message_id
-    [AND scope] [AND row_version IN :versions], returning the message (or only its id), its
-    organization, and (`moves`, PostgreSQL) its organization before."""
+    [AND scope] [AND row_version IN :versions], returning the message (or only its id) and
+    its organization (twice: as the event's previous one too, for an update that doesn't
+    move it)."""
     statement = update(messages).where(messages.c.id == bindparam("message_id"))
     statement = with_versions(with_scope(statement, messages, scoped), guarded)
     statement = statement.values(row_version=messages.c.row_version + 1)
-    before = ORGANIZATION_BEFORE if moves else messages.c.organization
     returned = [messages.c.id, messages.c.organization,
-                before.label("previous_organization")]
+                messages.c.organization.label("previous_organization")]
     if return_message:
         returned = [MessageJSON(messages).label("message"), messages.c.row_version, *returned]
     return statement.returning(*returned)
 
 
 @lru_cache(maxsize=1024)
-def update_with_event(scoped: bool, guarded: bool, moves: bool,
-                      columns: tuple[str, ...]) -> Select:
-    """PostgreSQL: `update_statement`'s UPDATE and its event, one statement. An UPDATE in a
+def update_with_event(scoped: bool, guarded: bool, columns: tuple[str, ...]) -> Select:
+    """PostgreSQL: `update_statement`'s UPDATE and its event, one statement, for an update
+    that doesn't move the message to another organization. An UPDATE in a
     CTE takes its SET columns from no execution's parameters: they are named here,
     `set_<column>`, and so built once per set of columns a client updates."""
     values = {name: bindparam(f"set_{name}", type_=messages.c[name].type) for name in columns}
-    changed = update_statement(scoped, guarded, True, moves).values(values).cte("changed")
+    changed = update_statement(scoped, guarded, True).values(values).cte("changed")
     event = outbox.insert_from("postgresql", changed, "updated").cte("event")
     return select(changed.c.message, changed.c.row_version).add_cte(event)
 
@@ -485,17 +484,17 @@ def update_message(message_id: str, fields: dict, organization: str | None,
     children, moves = changes_children(fields), "organization" in fields
     scoped, guarded = organization is not None, versions is not None
     postgresql = db.connection().dialect.name == "postgresql"
-    if postgresql and not children:  # one UPDATE ... RETURNING the message, and its event
+    if postgresql and not children and not moves:  # one UPDATE ... RETURNING, and its event
         columns = tuple(sorted(name for name in fields if name in messages.c))
-        statement = update_with_event(scoped, guarded, moves, columns)
+        statement = update_with_event(scoped, guarded, columns)
         params |= {f"set_{name}": params.pop(name) for name in columns}
         row = db.connection().execute(statement, params).first()
         return None if row is None else (decode(row[0]), row.row_version)
     connection = db.atomic()
     before = None
-    if moves and not postgresql:
+    if moves:
         before = connection.execute(READ_ORGANIZATION_LOCKED, params).first()
-    statement = update_statement(scoped, guarded, not children, moves and postgresql)
+    statement = update_statement(scoped, guarded, not children)
     row = connection.execute(statement, params).first()
     if row is None:
         return None

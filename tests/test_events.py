@@ -6,6 +6,7 @@ present), organization scoping, filters, cursors that are not the feed's (422) o
 gunicorn streams are in test_live.py."""
 import itertools
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -361,3 +362,47 @@ def test_writers_that_commit_out_of_order_are_delivered_once_in_one_order(postgr
     assert [event["data"]["id"] for event in streamed] == [message["id"], second["id"]]
     assert [event["id"] for event in streamed] == [event["event_id"] for event in resumed]
     assert everything == [feed(client, acme)[0], *resumed] and everything[0]["id"] == before["id"]
+
+
+def test_two_moves_at_once_tell_each_organization_its_message_left(postgres_app):
+    """A moves the message from acme to globex and holds its transaction open; B, begun
+    meanwhile, moves it on to initech and waits for A's lock. Once A commits, globex's keys
+    see it arrive (A) and leave (B): B's event names globex as where it came from, not the
+    acme of the snapshot it began with."""
+    client, admin = postgres_app.test_client(), make_key(postgres_app, None)
+    globex = make_key(postgres_app, "globex")
+    message = create(client, admin, {"organization": "acme"})
+    started, finish = threading.Event(), threading.Event()
+
+    def move_held_open():
+        with postgres_app.test_request_context(url(message["id"]), method="PATCH",
+                                               headers=admin):
+            with db.write():
+                db.atomic()  # the move's transaction, held open
+                queries.update_message(message["id"], {"organization": "globex"}, None)
+                started.set()
+                finish.wait(30)
+
+    first = threading.Thread(target=move_held_open)
+    first.start()
+    try:
+        assert started.wait(30)
+        moved_on = {}
+        second = threading.Thread(target=lambda: moved_on.update(response=client.patch(
+            url(message["id"]), json={"organization": "initech"}, headers=admin)))
+        second.start()
+        deadline = time.monotonic() + 30
+        with postgres_app.app_context(), db.engine.connect() as connection:
+            while not connection.scalar(text(  # B waits for A's row lock
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()")):
+                assert time.monotonic() < deadline, "the second move never waited"
+                time.sleep(0.01)
+    finally:
+        finish.set()
+        first.join()
+    second.join()
+
+    assert moved_on["response"].status_code == 200
+    assert [(event["event"], event["id"]) for event in feed(client, globex)] == [
+        ("created", message["id"]), ("deleted", message["id"])]
