@@ -5,15 +5,18 @@ present), organization scoping, filters, cursors that are not the feed's (422) o
 (410). On PostgreSQL, writers that commit in the other order than they began. Real
 gunicorn streams are in test_live.py."""
 import itertools
+import os
 import threading
 import time
+from collections.abc import Iterator
 
+import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from helpers import (EVENTS, SMS, assert_refused_from_now_on, create, feed, full_message,
                      make_key, read_server_sent_events, stream_lines, url)
-from messenger_app import events, live, queries
+from messenger_app import events, live, outbox, queries
 from messenger_app.db import db
 from messenger_app.listening import listen
 from messenger_app.message_json import new_message
@@ -406,3 +409,42 @@ def test_two_moves_at_once_tell_each_organization_its_message_left(postgres_app)
     assert moved_on["response"].status_code == 200
     assert [(event["event"], event["id"]) for event in feed(client, globex)] == [
         ("created", message["id"]), ("deleted", message["id"])]
+
+
+@pytest.fixture
+def plain_role(postgres_app) -> Iterator[str]:
+    """A login role of the tests' server without superuser or pg_read_all_stats, which may
+    read message_events in postgres_app's database: its URL. Dropped after."""
+    name = f"messenger_plain_{os.getpid()}"
+    url = make_url(postgres_app.config["DATABASE_URL"])
+    with postgres_app.app_context(), db.engine.connect() as connection:
+        connection.execute(text(f"CREATE ROLE {name} LOGIN"))
+        connection.execute(text(f"GRANT SELECT ON message_events TO {name}"))
+    try:
+        yield url.set(username=name).render_as_string(hide_password=False)
+    finally:
+        with postgres_app.app_context(), db.engine.connect() as connection:
+            connection.execute(text(f"DROP OWNED BY {name}"))
+            connection.execute(text(f"DROP ROLE {name}"))
+
+
+@pytest.mark.parametrize("role", ["superuser", "plain"])
+def test_another_databases_transaction_holds_no_event_back(postgres_app, plain_role, role):
+    """Transaction ids are the server's: one that began in another database before an
+    event's, and is still running, can't write events here, so the event is delivered,
+    also to a role that sees other roles' sessions only in part (pg_stat_activity)."""
+    client, acme = postgres_app.test_client(), make_key(postgres_app, "acme")
+    server = make_url(postgres_app.config["DATABASE_URL"])
+    elsewhere = psycopg.connect(server.set(drivername="postgresql", database="postgres")
+                                .render_as_string(hide_password=False))
+    try:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # an older transaction, left open
+        made = create(client, acme)
+        reader = create_engine(plain_role if role == "plain" else server)
+        with reader.connect() as connection:
+            events, held = outbox.read_after(connection, outbox.ORIGIN, None, 1000)
+        reader.dispose()
+    finally:
+        elsewhere.close()
+
+    assert made["id"] in [event.message_id for event in events] and not held
