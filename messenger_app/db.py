@@ -33,17 +33,17 @@ class Database:
     def init_app(self, app: Flask) -> None:
         config = app.config
 
-        def request_engine(url: str, connect_timeout: int) -> Engine:
+        def request_engine(url: str, connect_timeout: int, pool_size: int = POOL_SIZE) -> Engine:
             return make_engine(url, connect_timeout, config["DATABASE_STATEMENT_TIMEOUT"],
                                pooled=config["DATABASE_TRANSACTION_POOLING"],
-                               isolation_level="AUTOCOMMIT")
+                               pool_size=pool_size, isolation_level="AUTOCOMMIT")
 
         app.extensions["database"] = request_engine(config["DATABASE_URL"],
                                                     config["DATABASE_CONNECT_TIMEOUT"])
         # The live-updates feed (live.py) reads on a pool of its own: streams that resume
         # from far back all at once wait for one another, not for the requests' connections.
-        app.extensions["feed_database"] = request_engine(config["DATABASE_URL"],
-                                                         config["DATABASE_CONNECT_TIMEOUT"])
+        app.extensions["feed_database"] = request_engine(
+            config["DATABASE_URL"], config["DATABASE_CONNECT_TIMEOUT"], FEED_POOL_SIZE)
         # A replica's trouble must cost a request little: it is given up on sooner.
         replica_timeout = min(config["DATABASE_CONNECT_TIMEOUT"], 1)
         app.extensions["replicas"] = Replicas(
@@ -188,12 +188,13 @@ class Database:
                 owned.close()  # back to the pool (a lost connection is discarded)
 
 
-POOL_SIZE = 15  # connections of a worker's pool
+POOL_SIZE = 15  # connections of a worker's pool for requests
+FEED_POOL_SIZE = 5  # and for its live-updates feed: its reader, streams catching up
 
 
 def make_engine(url: str, connect_timeout: int | None = None,
                 statement_timeout_ms: int | None = None, pooled: bool = False,
-                **engine_options) -> Engine:
+                pool_size: int = POOL_SIZE, **engine_options) -> Engine:
     """The engine for `url`; on PostgreSQL, timeouts bound how long a request can wait for a
     database that is down or stuck (migrations run without them). JIT is off: it compiles
     a statement the planner guesses costly (a list on a million rows whose statistics are
@@ -216,13 +217,13 @@ def make_engine(url: str, connect_timeout: int | None = None,
         if statement_timeout_ms:
             settings.append(f"-c statement_timeout={statement_timeout_ms}")
         connect_args["options"] = " ".join(settings)
-    # Up to POOL_SIZE connections, kept once opened: a gevent worker serves many requests
+    # Up to `pool_size` connections, kept once opened: a gevent worker serves many requests
     # at once, and connections opened past a smaller pool for a burst and closed after it
     # cost a PostgreSQL backend's start each (some 5% of a POST's time under the shared
     # benchmark's load). A request waits for a free one no longer than for a new one (an
     # in-memory SQLite database has one connection a thread, and no pool to wait for).
     in_memory = make_url(url).database in (None, "", ":memory:")
-    pool: dict[str, int] = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": 0}
+    pool: dict[str, int] = {} if in_memory else {"pool_size": pool_size, "max_overflow": 0}
     if connect_timeout and not in_memory:
         pool["pool_timeout"] = connect_timeout
     engine = create_engine(url, connect_args=connect_args, **pool, **engine_options)
