@@ -1,16 +1,15 @@
 """Live updates: each process's one reader of the outbox (outbox.py), and the streams it
 wakes. The reader, `Feed`, runs in a thread (a greenlet under gunicorn's gevent workers):
 woken by PostgreSQL's NOTIFY `message_events` (sent by the writing process's `Notifier` just
-after each write commits; its LISTEN connection is the process's own, as for key changes) or,
-on SQLite or
-through a transaction pooler without DATABASE_SESSION_URL, every POLL_SECONDS. It reads the
-new events with one statement, on a connection of the pool that it gives back at once,
-keeps the latest in memory, and wakes the streams that may see them (those of the
-organizations they touch, and every all-organizations one), which filter them for their key
-and their filters: no stream queries the table while it follows the present. A stream further
-behind than the memory reads the table a page at a time, again on a connection that it
-gives back after each page. Whoever reads, reads the settled events only (outbox.py):
-every reader sees one order."""
+after each write commits; its LISTEN connection is the process's own, as for key changes)
+or, on SQLite or through a transaction pooler without DATABASE_SESSION_URL, every
+POLL_SECONDS. It reads the new events with one statement, on a connection of the pool that
+it gives back at once, keeps the latest in memory, and wakes the streams that may see them
+(those of the organizations they touch, and every all-organizations one), which filter them
+for their key and their filters: no stream queries the table while it follows the present.
+A stream further behind than the memory reads the table a page at a time, again on a
+connection that it gives back after each page. Whoever reads, reads the settled events
+only (outbox.py): every reader sees one order."""
 import logging
 import os
 import threading
@@ -341,4 +340,3 @@ class Notifier:
                     connection.close()
                 connection = None
                 time.sleep(self.RETRY_SECONDS)
-
