@@ -9,7 +9,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta, timezone
 
 from flask import current_app
-from marshmallow import EXCLUDE, Schema, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from .message_json import format_date_time
 
@@ -24,7 +24,10 @@ class ConfiguredLength(validate.Validator):
         self.setting = setting
 
     def __call__(self, value):
-        return validate.Length(max=current_app.config[self.setting])(value)
+        limit = current_app.config[self.setting]
+        if len(value) > limit:  # validate.Length(max=limit), without making one per value
+            raise ValidationError(validate.Length.message_max.format(max=limit))
+        return value
 
 
 # Strings in a B-tree index are kept short enough that an index entry always fits
