@@ -18,11 +18,10 @@ import secrets
 import signal
 import subprocess
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from databases import fresh_database
+from list_memory import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
@@ -57,18 +56,6 @@ FROM message, unnest(ARRAY['email', 'sms', 'api', 'beep']) AS channel;
 
 def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg", "postgresql")
-
-
-def wait_until_serving(base: str) -> None:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1)
-            return
-        except OSError as error:
-            if getattr(error, "code", None):  # an HTTP error: it answers
-                return
-            time.sleep(0.2)
-    raise SystemExit(f"{base} did not start")
 
 
 def start_floor(port: int, key: str) -> subprocess.Popen:

@@ -255,14 +255,19 @@ def test_a_populated_database_is_migrated_in_place(tmp_path_factory, make_app):
 
 # --- Partition pruning ----------------------------------------------------------------
 
-def plan(app, statement, params: dict) -> str:
+def explain(app, statement, params: dict, options: str = "") -> list:
+    """The rows of EXPLAIN `options` for `statement`, its parameters `params`."""
     with app.app_context(), db.engine.connect() as connection:
         compiled = statement.compile(dialect=connection.dialect,
                                      compile_kwargs={"literal_binds": True})
         sql = str(compiled)
         for name, value in params.items():
             sql = sql.replace(f"%({name})s", f"'{value}'")
-        return "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + sql))
+        return connection.exec_driver_sql(f"EXPLAIN {options} {sql}").all()
+
+
+def plan(app, statement, params: dict) -> str:
+    return "\n".join(row[0] for row in explain(app, statement, params))
 
 
 def test_reads_by_id_touch_only_the_partitions_their_ids_can_be_in(postgres_app):
@@ -289,11 +294,7 @@ def plan_nodes(node: dict):
 def branches_run(app, statement) -> set[str]:
     """Which of page_ids' two ways to a page ran: "narrow" (the range's rows, sorted) or
     "walk" (the id index, in order), by EXPLAIN ANALYZE."""
-    with app.app_context(), db.engine.connect() as connection:
-        sql = str(statement.compile(dialect=connection.dialect,
-                                    compile_kwargs={"literal_binds": True}))
-        tree = connection.exec_driver_sql(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql).scalar_one()[0]["Plan"]
+    tree = explain(app, statement, {}, "(ANALYZE, FORMAT JSON)")[0][0][0]["Plan"]
     ran = set()
     for node in plan_nodes(tree):
         if node["Actual Loops"] and node["Node Type"] == "CTE Scan":

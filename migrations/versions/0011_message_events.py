@@ -5,9 +5,11 @@ Revises: 0010
 Create Date: 2026-12-02
 
 A new, empty table (nothing to backfill, no lock on existing tables), written in the same
-transaction as each change to a message. On PostgreSQL a statement trigger NOTIFYs
-`message_events` (delivered at commit, once per transaction), which wakes each service
-process's listener; SQLite has no NOTIFY: its processes poll.
+transaction as each change to a message. On PostgreSQL the service NOTIFYs
+`message_events` just after each write commits (live.Notifier: a NOTIFY in the write's
+transaction, as a trigger would send it, would make concurrent commits wait for one
+another's flushes), which wakes each service process's listener; SQLite has no NOTIFY: its
+processes poll.
 """
 from collections.abc import Sequence
 
@@ -57,21 +59,8 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_message_events_xid_seq", "message_events", ["xid", "seq"], unique=True)
-    if op.get_context().dialect.name != "postgresql":
-        return
-    op.execute(
-        "CREATE FUNCTION notify_message_events() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_notify('message_events', ''); RETURN NULL; END $$"
-    )
-    op.execute(
-        "CREATE TRIGGER message_events_written AFTER INSERT ON message_events "
-        "FOR EACH STATEMENT EXECUTE FUNCTION notify_message_events()"
-    )
 
 
 def downgrade() -> None:
-    if op.get_context().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER message_events_written ON message_events")
-        op.execute("DROP FUNCTION notify_message_events()")
     op.drop_index("ix_message_events_xid_seq", "message_events")
     op.drop_table("message_events")
