@@ -4,7 +4,6 @@ import logging
 import os
 import threading
 import time
-from select import select as select_fds
 
 import psycopg
 from sqlalchemy import Row, bindparam, select
@@ -25,12 +24,13 @@ KEYS_BY_PREFIX = (
 class KeyCache:
     """Key lookups cached in each process, on PostgreSQL. A trigger NOTIFYs
     `api_keys_changed` on every change to api_keys (migration 0003); each process LISTENs
-    on a connection of its own and empties its cache whenever told, so a revoked key is
-    refused as soon as the notification arrives, without a query per request. A cached
-    lookup is also used for `max_age` seconds at most, so a revoked key is refused within
-    that whatever happens to the listening connection (a firewall that silently drops it
-    loses the notification for good). While not listening (SQLite; the listening
-    connection lost), it does not cache."""
+    on a connection of its own, which a thread of its own waits on, and empties its cache
+    whenever told, so a revoked key is refused as soon as the notification arrives, without
+    a query (or a look at the listening connection) per request. A cached lookup is also
+    used for `max_age` seconds at most, so a revoked key is refused within that whatever
+    happens to the listening connection (a firewall that silently drops it loses the
+    notification for good). While not listening (SQLite; the listening connection lost), it
+    does not cache."""
 
     CHANNEL = "api_keys_changed"
     RETRY_SECONDS = 5.0
@@ -40,7 +40,8 @@ class KeyCache:
         self.listen_url = listen_url  # PostgreSQL itself: LISTEN needs a session of its own
         self.connect_timeout = connect_timeout
         self.keys: dict[bytes, tuple[Row, float]] = {}  # by the secret's digest: when looked up
-        self.lock = threading.Lock()  # the listening connection is shared by the threads
+        self.generation = 0  # counts the times the cache was emptied
+        self.lock = threading.Lock()
         self.listener: psycopg.Connection | None = None
         self.pid: int | None = None
         self.next_attempt = 0.0
@@ -49,15 +50,23 @@ class KeyCache:
         cache_key = hashlib.sha256(secret.encode()).digest()  # the secret itself isn't kept
         now = time.monotonic()
         with self.lock:
-            listening = self._listen()
-            cached = self.keys.get(cache_key) if listening and not self._drain() else None
+            listening, generation = self._listen(), self.generation
+            cached = self.keys.get(cache_key) if listening else None
         if cached is not None and now - cached[1] < self.max_age:
             return cached[0]
         key = self._query(secret)
         with self.lock:  # cache it only if nothing changed while we looked
-            if key is not None and listening and not self._drain():
+            if key is not None and listening and self.generation == generation:
                 self.keys[cache_key] = (key, now)
         return key
+
+    def close(self) -> None:
+        """Stop listening (an app disposed of); the next lookup listens again."""
+        with self.lock:
+            listener, self.listener = self.listener, None
+            self._forget()
+        if listener is not None:
+            listener.close()
 
     @staticmethod
     def _query(secret: str) -> Row | None:
@@ -66,7 +75,8 @@ class KeyCache:
                      if ApiKey.matches(key.key_salt, key.key_digest, secret)), None)
 
     def _listen(self) -> bool:
-        """Whether this process is listening; (re)connects now and then if not."""
+        """Whether this process is listening; (re)connects now and then if not. Under
+        `lock`."""
         if self.listener is not None and self.pid == os.getpid():
             return True
         if not can_listen(self.listen_url) or time.monotonic() < self.next_attempt:
@@ -80,24 +90,27 @@ class KeyCache:
                         exc_info=True)
             return False
         self.listener, self.pid = listener, os.getpid()
-        self.keys.clear()
+        self._forget()
+        threading.Thread(target=self._follow, args=(listener,), name="api-key-changes",
+                         daemon=True).start()
         return True
 
-    def _drain(self) -> bool:
-        """Read pending notifications, emptying the cache if there were any or if the
-        listening connection is lost. Returns whether it emptied the cache. It reads for as
-        long as there is something to read: a backend that was killed sends its goodbye
-        first, and only the read after that finds the connection closed."""
+    def _follow(self, listener: psycopg.Connection) -> None:
+        """Empty the cache at each notification, and when the listening connection is lost
+        or closed (a killed backend sends its goodbye first: the read after it fails)."""
         try:
-            listener = self.listener
-            changed = listener is None
-            while listener is not None and not changed:
-                changed = any(listener.notifies(timeout=0))
-                if not select_fds([listener.fileno()], [], [], 0)[0]:
-                    break
-        except psycopg.Error:
-            self.listener = None
-            changed = True
-        if changed:
-            self.keys.clear()
-        return changed
+            for _ in listener.notifies():
+                with self.lock:
+                    self._forget()
+        except (psycopg.Error, AttributeError):  # lost, or closed by close()
+            pass
+        with self.lock:
+            if self.listener is listener:
+                self.listener = None
+            self._forget()
+        listener.close()
+
+    def _forget(self) -> None:
+        """Empty the cache (under `lock`): a lookup under way doesn't fill it again."""
+        self.keys.clear()
+        self.generation += 1

@@ -92,10 +92,7 @@ def dispose_app(app: Flask) -> None:
     app.extensions["database"].dispose()
     app.extensions["feed_database"].dispose()
     app.extensions["replicas"].close()
-    cache = app.extensions.get("api_key_cache")
-    listener = getattr(cache, "listener", None)
-    if listener is not None:
-        listener.close()
+    app.extensions["api_key_cache"].close()
 
 
 # --- API keys ---------------------------------------------------------------------------
