@@ -2,10 +2,12 @@
 retention. A message id is a MongoDB ObjectId, whose first 8 hex digits are the second it
 was made: a month is the range of ids from its first second's. The three tables are
 partitioned alike, `<table>_yYYYYmMM` a month, so that a month of messages goes with its
-child rows by dropping three partitions. An id of a month with no partition lands in
-`<table>_default`; `ensure_partitions` makes the months ahead of the clock, and moves rows
-out of the default partition into partitions of their own months. A database migrated
-with rows keeps them in `<table>_legacy`, the partition of every id below its first month.
+child rows by dropping three partitions, and each child partition's foreign key refers to
+the messages partition of the same month (migration 0012). An id of a month with no
+partition lands in `<table>_default`; `ensure_partitions` makes the months ahead of the
+clock, and moves rows out of the default partition into partitions of their own months. A
+database migrated with rows keeps them in `<table>_legacy`, the partition of every id
+below its first month.
 
 On SQLite nothing is partitioned, and retention is a DELETE."""
 import random
@@ -49,10 +51,18 @@ def include_name(name, type_, _parent_names) -> bool:
     return not (type_ == "table" and is_partition(name))
 
 
-def include_object(object_, _name, type_, _reflected, _compare_to) -> bool:
-    """For Alembic's autogenerate: nor are the foreign keys that PostgreSQL keeps for each
-    partition of a referred table."""
-    return not (type_ == "foreign_key_constraint" and is_partition(object_.referred_table.name))
+def include_object_on(dialect: str):
+    """For Alembic's autogenerate, comparing with a database of `dialect`: nor are the
+    foreign keys that PostgreSQL keeps for each partition of a referred table; and on
+    PostgreSQL the child tables' foreign keys to messages are their partitions' (migration
+    0012, `create_month`), which the models' stand for."""
+    def include_object(object_, _name, type_, _reflected, _compare_to) -> bool:
+        if type_ != "foreign_key_constraint":
+            return True
+        referred = object_.referred_table.name
+        per_partition = dialect == "postgresql" and object_.parent.name in CHILDREN
+        return not (is_partition(referred) or per_partition and referred == "messages")
+    return include_object
 
 
 def first_id(day: date) -> str | None:
@@ -189,9 +199,20 @@ def create_month(connection: Connection, month: date, moving: bool) -> None:
         connection.exec_driver_sql(
             f"COMMENT ON TABLE {table}_{suffix} IS 'Partition of {table}: ids made in"
             f" {month:%Y-%m} (UTC).'")
+    for child in CHILDREN:
+        connection.exec_driver_sql(child_key(child, suffix))
     if moving:
         for table in PARTITIONED:
             connection.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM moving_{table}")
+
+
+def child_key(child: str, suffix: str) -> str:
+    """The foreign key of a child table's partition to the messages partition of the same
+    ids (migration 0012: PostgreSQL checks it with one index probe, where a key to the
+    partitioned messages locks each of its partitions for every row checked)."""
+    return (f"ALTER TABLE {child}_{suffix} ADD CONSTRAINT"
+            f" fk_{child}_{suffix}_message_id_messages_{suffix} FOREIGN KEY (message_id)"
+            f" REFERENCES messages_{suffix} (id) ON DELETE CASCADE")
 
 
 # --- Retention --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from messenger_app.config import from_environment
 from messenger_app.db import make_engine
 from messenger_app.models import Base
-from messenger_app.partitions import include_name, include_object
+from messenger_app.partitions import include_name, include_object_on
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -111,7 +111,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",  # SQLite ALTERs via batch mode
             include_name=include_name,
-            include_object=include_object,
+            include_object=include_object_on(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 from helpers import (SMS, alembic_config, fresh_database, make_key, migrated_database,
                      on_postgresql, row_counts, url)
@@ -111,6 +112,40 @@ def test_every_id_lands_somewhere_and_partitions_give_each_month_its_own(partiti
         assert stored(app, admin, message_id) == before[message_id]
     again = run(runner, "partitions")
     assert again.exit_code == 0 and "already" in again.output
+
+
+CHILD_KEYS = text(
+    "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text, c.confdeltype,"
+    " c.convalidated FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.conrelid"
+    " WHERE c.contype = 'f' AND i.inhparent IN ('message_attachments'::regclass,"
+    " 'message_key_values'::regclass)")
+
+
+def test_each_child_partition_refers_to_the_messages_partition_of_its_month(partitioned):
+    """Migration 0012: the keys are the partitions' own (PostgreSQL checks each with one
+    index probe), in every month that `flask partitions` makes, rows moved in included;
+    they refuse an orphan and cascade a delete as the parents' did."""
+    _backend, app, runner, _admin, load = partitioned
+    old = object_id(datetime(2019, 6, 10, tzinfo=UTC), 1)
+    load(old)  # into the default partitions; then moved into 2019-06's
+    assert run(runner, "partitions").exit_code == 0
+
+    with app.app_context(), db.engine.connect() as connection:
+        keys = connection.execute(CHILD_KEYS).all()
+    suffixes = {name.removeprefix("messages_") for name in partition_names(app)
+                if name.startswith("messages_")}
+    assert {"default", month_suffix(date(2019, 6, 1)), month_suffix(TODAY)} <= suffixes
+    assert sorted(keys) == sorted((f"{child}_{suffix}", f"messages_{suffix}", "c", True)
+                                  for child in partitions.CHILDREN for suffix in suffixes)
+
+    orphan = object_id(datetime(2019, 6, 11, tzinfo=UTC), 9)
+    with app.app_context(), pytest.raises(IntegrityError), db.engine.begin() as connection:
+        connection.execute(text("INSERT INTO message_attachments VALUES (:id, 5, 'x')"),
+                           {"id": orphan})
+    assert row_counts(app) == (1, 1, 1)
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(text("DELETE FROM messages WHERE id = :id"), {"id": old})
+    assert row_counts(app) == (0, 0, 0)
 
 
 def test_partitions_are_made_ahead_of_the_clock(store):
