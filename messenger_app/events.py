@@ -103,7 +103,7 @@ class Events(MethodView):
     @blp.response(200, EventSchema(many=True), headers={"Link": {
         "description": 'JSON: `rel="next"`, the next page (after the last event read).',
         "schema": {"type": "string"}}})
-    @documented_errors(blp, 401, 410, 422, 503)
+    @documented_errors(401, 410, 422, 503)
     @blp.doc(operationId="list_events", parameters=[LAST_EVENT_ID_PARAMETER],
              responses={200: {"content": EVENT_STREAM}})
     def get(self, args):

@@ -131,7 +131,7 @@ def message_body(view):
 
 def errors(*codes: int):
     """Document the errors an operation can give (described in api.ERROR_RESPONSES)."""
-    return documented_errors(blp, *codes)
+    return documented_errors(*codes)
 
 
 @blp.after_request
