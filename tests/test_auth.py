@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, make_url, select, text
 from helpers import (SMS, TcpProxy, assert_refused_from_now_on, create, dispose_app, full_message,
                      make_key, migrated_database, url)
 from messenger_app.db import db
+from messenger_app.key_cache import KeyCache
 from messenger_app.models import ApiKey
 
 VERBS = ["get_list", "post", "get", "put", "patch", "delete"]
@@ -210,3 +211,29 @@ def test_a_revoked_key_is_refused_within_the_cache_age_when_the_listener_is_cut_
     finally:
         dispose_app(app)  # its connections through the proxy, before the proxy goes
         proxy.close()
+
+
+def test_a_lookup_overtaken_by_a_revocation_is_not_cached(keys_database, make_app,
+                                                          monkeypatch):
+    """A key read just before its revocation commits is used for that request, but the
+    notification that arrives meanwhile keeps it out of the cache."""
+    app = make_app({"DATABASE_URL": keys_database})
+    client, first, second = app.test_client(), make_key(app, "acme"), make_key(app, "acme")
+    cache = app.extensions["api_key_cache"]
+    query = KeyCache._query
+
+    def query_then_revoke(secret: str):
+        key, emptied = query(secret), cache.generation
+        revoke_every_key_in_sql(keys_database)
+        deadline = time.monotonic() + 5
+        while cache.generation == emptied:  # until the notification has arrived
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return key
+
+    assert client.get(SMS, headers=first).status_code == 200  # listening from now on
+    monkeypatch.setattr(KeyCache, "_query", staticmethod(query_then_revoke))
+    assert client.get(SMS, headers=second).status_code == 200  # read before the revocation
+    monkeypatch.setattr(KeyCache, "_query", staticmethod(query))
+
+    assert client.get(SMS, headers=second).status_code == 401
