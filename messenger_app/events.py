@@ -23,6 +23,7 @@ blp = Blueprint("events", __name__, url_prefix="/ux/common/messenger/sms/events"
                 description="Live updates: changes to messages, as they are made.")
 blp.before_request(authenticate)
 
+
 @blp.after_request
 def not_stored(response: Response) -> Response:
     """The feed moves on: no answer of it (a 410 included, which caches may keep, and which

@@ -129,11 +129,6 @@ def message_body(view):
     return blp.arguments(MESSAGE_SCHEMA, description=BODY_DESCRIPTION, required=False)(view)
 
 
-def errors(*codes: int):
-    """Document the errors an operation can give (described in api.ERROR_RESPONSES)."""
-    return documented_errors(*codes)
-
-
 @blp.after_request
 def add_consistency_token(response: Response) -> Response:
     """A write's position, for the client's next reads (see replicas.py)."""
@@ -220,7 +215,7 @@ class Messages(MethodView):
             '`next` alone in cursor mode, absent on the last page.'),
             "schema": {"type": "string"}},
     })
-    @errors(401, 422, 503)
+    @documented_errors(401, 422, 503)
     @blp.arguments(ConsistencyTokenSchema, location="headers", as_kwargs=True)
     @blp.doc(operationId="list_messages")
     def get(self, args, **_consistency_token):  # read by seen_position(), as for one message
@@ -233,7 +228,7 @@ class Messages(MethodView):
     @message_body
     @blp.response(201, MessageSchema, headers={**WRITE_HEADERS, "Location": {
         "description": "The new message's URL.", "schema": {"type": "string"}}})
-    @errors(400, 401, 403, 409, 413, 415, 422, 503)
+    @documented_errors(400, 401, 403, 409, 413, 415, 422, 503)
     @blp.doc(operationId="create_message", parameters=[IDEMPOTENCY_KEY])
     @write_once
     def post(self, fields):
@@ -251,7 +246,7 @@ class MessageItem(MethodView):
     @blp.response(200, MessageSchema, headers=ETAG_HEADER)
     @blp.alt_response(304, description="Not modified: `If-None-Match` has the ETag.",
                       headers=ETAG_HEADER)
-    @errors(401, 404, 503)
+    @documented_errors(401, 404, 503)
     @blp.doc(operationId="read_message", parameters=[IF_NONE_MATCH, CONSISTENCY_TOKEN_PARAMETER])
     def get(self, message_id):
         """Read one message."""
@@ -267,7 +262,7 @@ class MessageItem(MethodView):
 
     @message_body
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
-    @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
+    @documented_errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
     @blp.doc(operationId="update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @write_once
     def put(self, fields, message_id):
@@ -276,7 +271,7 @@ class MessageItem(MethodView):
 
     @message_body
     @blp.response(200, MessageSchema, headers=WRITE_HEADERS)
-    @errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
+    @documented_errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 503)
     @blp.doc(operationId="partial_update_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @write_once
     def patch(self, fields, message_id):
@@ -284,7 +279,7 @@ class MessageItem(MethodView):
         return update(message_id, fields)
 
     @blp.response(204, headers={**REPLAYED_HEADER, **CONSISTENCY_TOKEN_HEADER})
-    @errors(401, 404, 409, 412, 422, 503)
+    @documented_errors(401, 404, 409, 412, 422, 503)
     @blp.doc(operationId="delete_message", parameters=[IF_MATCH, IDEMPOTENCY_KEY])
     @write_once
     def delete(self, message_id):

@@ -512,11 +512,12 @@ def snapshot(connection: Connection, message_id: str,
     params = {"message_id": message_id, "previous_organization": previous_organization}
     if connection.dialect.name == "postgresql":
         row = connection.execute(snapshot_with_event(), params).one()
-    else:
-        row = connection.execute(read_message_statement(False), params).one()
-        outbox.record(connection, "updated", message_id, decode(row[0])["organization"],
-                      previous_organization, row[0])
-    return decode(row[0]), row.row_version
+        return decode(row[0]), row.row_version
+    row = connection.execute(read_message_statement(False), params).one()
+    message = decode(row[0])
+    outbox.record(connection, "updated", message_id, message["organization"],
+                  previous_organization, row[0])
+    return message, row.row_version
 
 
 def delete_message(message_id: str, organization: str | None,
