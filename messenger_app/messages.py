@@ -237,8 +237,8 @@ class Messages(MethodView):
         require_organization_access(fields["organization"])
         message = new_message(fields, utcnow(), new_object_id())
         queries.insert_message(message)
-        location = public_url("sms.MessageItem", message_id=message["id"])
-        return json_response(encode(message), 201, {"Location": location, "ETag": etag(1)})
+        return json_response(encode(message), 201, {"Location": message_url(message["id"]),
+                                                     "ETag": etag(1)})
 
 
 @blp.route("/<objectid:message_id>/")
@@ -411,3 +411,10 @@ def public_url(endpoint: str, **values) -> str:
     (relative) without it; never built from the request's Host, which the client chooses
     (a Link to `Host: evil.example` would send the next request, key and all, there)."""
     return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + url_for(endpoint, **values)
+
+
+def message_url(message_id: str) -> str:
+    """`public_url("sms.MessageItem", message_id=message_id)`, put together without
+    werkzeug's URL builder, which took 6% of a POST's time: an id has nothing to quote."""
+    return (current_app.config["PUBLIC_BASE_URL"].rstrip("/") + request.script_root
+            + f"{blp.url_prefix}/{message_id}/")

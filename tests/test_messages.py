@@ -549,6 +549,19 @@ def test_urls_given_to_clients_begin_with_public_base_url(database_url, acme, ma
     assert listed.headers["Link"].startswith(f"<https://api.example.com{SMS}?")
 
 
+def test_urls_given_to_clients_keep_the_prefix_the_service_is_mounted_at(client, acme):
+    """Served under SCRIPT_NAME (gunicorn's, or a proxy's), the Location and Links carry it."""
+    mounted = {"SCRIPT_NAME": "/api", "PATH_INFO": SMS}
+
+    created = client.post("/api" + SMS, json={}, headers=acme, environ_overrides=mounted)
+    listed = client.get("/api" + SMS, query_string={"page_size": 1}, headers=acme,
+                        environ_overrides=mounted)
+
+    assert created.status_code == 201
+    assert created.headers["Location"] == "/api" + url(created.get_json()["id"])
+    assert listed.headers["Link"].startswith(f"</api{SMS}?")
+
+
 @pytest.mark.parametrize("creation_time, stored", [
     ("9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z"),
     ("0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00.000Z"),
