@@ -15,9 +15,10 @@ from contextlib import suppress
 from typing import Any
 
 import orjson
-from flask import g, request
+from flask import current_app, g, request
 from gunicorn.http.errors import ParseException
 from marshmallow import Schema, fields
+from marshmallow.experimental.context import Context
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -171,7 +172,12 @@ def item_from_form(inner: fields.Field, item):
 
 class BodyParser(FlaskParser):
     """webargs' parser for flask-smorest, with bodies read by `body_fields` (errors under
-    `errors.json` whatever the body's type)."""
+    `errors.json` whatever the body's type), and loaded in the app's config as marshmallow's
+    Context (where schemas.ConfiguredLength finds the limits)."""
+
+    def parse(self, *args, **kwargs):
+        with Context(current_app.config):
+            return super().parse(*args, **kwargs)
 
     def load_json(self, req, schema):
         return body_fields(schema)
