@@ -187,13 +187,39 @@ class KeyValueInputSchema(Schema):
 
     @post_load
     def fill_in_defaults(self, data, **kwargs):
-        # Not as load_default: the document would show a default, which openapi-typescript
-        # takes to mean that the key is required.
-        return {"keys": None, "values": None, "queryparam": False, **data}
+        return with_key_value_defaults(data)
+
+
+def with_key_value_defaults(data: dict) -> dict:
+    # Not as load_default: the document would show a default, which openapi-typescript
+    # takes to mean that the key is required.
+    return {"keys": None, "values": None, "queryparam": False, **data}
+
+
+class KeyValue(fields.Nested):
+    """A `KeyValueInputSchema` object. One whose keys are the schema's is loaded field by
+    field, as the schema's load would (a sixth of the time of a message's load went to the
+    six nested loads' bookkeeping); any other, or one with a value a field refuses, goes
+    through the nested load, which says what is wrong and where."""
+
+    def __init__(self, **kwargs):
+        super().__init__(KeyValueInputSchema, **kwargs)
+
+    def _deserialize(self, value, attr, data, partial=None, **kwargs):
+        schema = self.schema
+        if isinstance(value, dict) and value.keys() <= schema.fields.keys():
+            try:
+                loaded = {name: schema.fields[name].deserialize(item)
+                          for name, item in value.items()}
+            except ValidationError:
+                pass
+            else:
+                return with_key_value_defaults(loaded)
+        return super()._deserialize(value, attr, data, partial=partial, **kwargs)
 
 
 def nullable_key_value():
-    return fields.Nested(KeyValueInputSchema, allow_none=True)
+    return KeyValue(allow_none=True)
 
 
 class MessageInputSchema(Schema):
@@ -221,7 +247,7 @@ class MessageInputSchema(Schema):
     last_update_time = UTCDateTime(allow_none=True, metadata=EXAMPLE_DATE_TIME)
     is_deleted = flag()
     is_assignee_read = flag()
-    message_read_map = fields.List(fields.Nested(KeyValueInputSchema), validate=LIST_SIZE)
+    message_read_map = fields.List(KeyValue(), validate=LIST_SIZE)
     customer_id = indexed_text()
     customer_entity_id = nullable_text()
     is_description = flag()
