@@ -200,7 +200,8 @@ class KeyValue(fields.Nested):
     """A `KeyValueInputSchema` object. One whose keys are the schema's is loaded field by
     field, as the schema's load would (a sixth of the time of a message's load went to the
     six nested loads' bookkeeping); any other, or one with a value a field refuses, goes
-    through the nested load, which says what is wrong and where."""
+    through the nested load, which says what is wrong and where. (The schema's only hook is
+    its defaults, which this applies too: a hook added there must be added here.)"""
 
     def __init__(self, **kwargs):
         super().__init__(KeyValueInputSchema, **kwargs)
