@@ -455,9 +455,14 @@ def test_a_key_value_object_loads_as_its_nested_schema_loads_it(app, value):
     with app.app_context():
         assert load(KeyValue(allow_none=True), value) == \
             load(fields.Nested(KeyValueInputSchema, allow_none=True), value)
-        too_long = {"values": "x" * (app.config["MAX_TEXT_LENGTH"] + 1)}
-        assert load(KeyValue(), too_long) == \
-            load(fields.Nested(KeyValueInputSchema), too_long)
+
+
+def test_a_key_value_object_past_the_length_limit_is_refused_as_its_nested_schema_does(app):
+    too_long = {"values": "x" * (app.config["MAX_TEXT_LENGTH"] + 1)}
+    with app.app_context():
+        refused = load(KeyValue(), too_long)
+        assert refused == load(fields.Nested(KeyValueInputSchema), too_long)
+    assert refused[0] == "refused"
 
 
 def load(field: fields.Field, value) -> tuple[str, object]:
