@@ -519,12 +519,13 @@ def update_message(message_id: str, fields: dict, organization: str | None,
     params |= {"message_id": message_id, "scope": organization, "versions": versions}
     children, moves = changes_children(fields), "organization" in fields
     scoped, guarded = organization is not None, versions is not None
-    postgresql = db.connection().dialect.name == "postgresql"
+    connection = db.connection()
+    postgresql = connection.dialect.name == "postgresql"
     if postgresql and not children and not moves:  # one UPDATE ... RETURNING, and its event
         columns = tuple(sorted(name for name in fields if name in messages.c))
         statement = update_with_event(scoped, guarded, columns)
         params |= {f"set_{name}": params.pop(name) for name in columns}
-        row = execute_on_driver(db.connection(), statement, params).fetchone()
+        row = execute_on_driver(connection, statement, params).fetchone()
         return None if row is None else (decode(row[0]), row[1])
     connection = db.atomic()
     before = None
@@ -562,9 +563,10 @@ def delete_message(message_id: str, organization: str | None,
     with its event; its child rows go with it (ON DELETE CASCADE)."""
     scoped, guarded = organization is not None, versions is not None
     params = {"message_id": message_id, "scope": organization, "versions": versions}
-    if db.connection().dialect.name == "postgresql":
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
         statement = delete_with_event(scoped, guarded)
-        return execute_on_driver(db.connection(), statement, params).fetchone() is not None
+        return execute_on_driver(connection, statement, params).fetchone() is not None
     connection = db.atomic()
     row = connection.execute(delete_statement(scoped, guarded), params).first()
     if row is not None:
